@@ -1,0 +1,1 @@
+"""The AugGen pipeline: stages joined by folders on disk (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Triton kernels and launch helpers (imported lazily: triton is optional)."""
