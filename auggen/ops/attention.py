@@ -1,0 +1,155 @@
+"""EDM2 self-attention ``mp_attention``: per-head pixel norm of q, k, v, then softmax attention.
+
+``mp_attention(q, k, v) = softmax(q̂ k̂ᵀ / sqrt(D)) v̂`` with ``x̂ = pixel_norm(x, dim=-1)``
+(EDM2 ``Block``: "q, k and v are each normalized over ch"), for (N, heads, L, D) inputs.
+
+Backends:
+- ``"reference"``: the unfused definition, plain PyTorch (``mp_attention_ref``);
+- ``"cpu"``: normalise, then ``F.scaled_dot_product_attention`` (plain PyTorch, any device);
+- ``"triton"``: the fused flash-attention kernel of ``auggen.kernels.triton.attention`` behind
+  the custom op ``auggen::mp_attention_fwd`` (CUDA tensors, or CPU tensors under
+  ``TRITON_INTERPRET=1``), differentiable, traceable by ``torch.compile(fullgraph=True)``.
+``backend=None`` picks ``"triton"`` for CUDA fp16/bf16/fp32 tensors when Triton imports, else
+``"cpu"``; CPU tensors never go to the (slow) interpreter unless asked for by name.
+"""
+
+import functools
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from auggen.ops._validate import check_float, check_same_shape
+
+ATTENTION_BACKENDS = ("reference", "cpu", "triton")
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+EPS = 1e-4  # EDM2 ``normalize`` default
+
+
+def _pixel_norm_heads(x: torch.Tensor) -> torch.Tensor:
+    """EDM2 ``normalize`` along D: ``x / (eps + ||x|| / sqrt(D))``, norm in fp32 (fp64 for fp64)."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=acc)
+    return x / torch.add(EPS, norm, alpha=1.0 / math.sqrt(x.shape[-1])).to(x.dtype)
+
+
+def mp_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Definition: pixel-norm q, k, v along D, then ``softmax(q kᵀ / sqrt(D)) v`` explicitly."""
+    q, k, v = (_pixel_norm_heads(t) for t in (q, k, v))
+    w = torch.matmul(q, k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)
+    return torch.matmul(w, v)
+
+
+def _mp_attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    q, k, v = (_pixel_norm_heads(t) for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v)  # default scale is 1/sqrt(D)
+
+
+@functools.cache
+def _triton_kernels():
+    """The Triton launchers, or None when Triton does not import."""
+    try:
+        from auggen.kernels.triton import attention
+    except ImportError:
+        return None
+    return attention
+
+
+def _triton_usable(x: torch.Tensor) -> bool:
+    if _triton_kernels() is None or x.dtype not in TRITON_DTYPES:
+        return False
+    if x.device.type == "cuda":
+        return True
+    return x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
+    """The backend that ``mp_attention`` uses for ``q`` (``backend=None`` = fastest here)."""
+    if backend is None:
+        return "triton" if q.device.type == "cuda" and _triton_usable(q) else "cpu"
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"backend must be one of {ATTENTION_BACKENDS} or None, got {backend!r}")
+    if backend == "triton" and not _triton_usable(q):
+        raise RuntimeError(
+            "backend 'triton' needs Triton and a fp16/bf16/fp32 tensor on CUDA (or on the CPU "
+            f"with TRITON_INTERPRET=1); got {q.dtype} on {q.device}"
+        )
+    return backend
+
+
+# --- custom op: forward and backward both opaque to autograd/compile, glued by autograd ---
+
+
+@torch.library.custom_op(
+    "auggen::mp_attention_fwd",
+    mutates_args=(),
+    schema="(Tensor q, Tensor k, Tensor v, float eps) -> (Tensor, Tensor)",
+)
+def _fwd_op(q, k, v, eps):
+    return _triton_kernels().mp_attention_fwd(q, k, v, eps)
+
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, eps):
+    out = q.new_empty(q.shape)
+    lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
+    return out, lse
+
+
+@torch.library.custom_op(
+    "auggen::mp_attention_bwd",
+    mutates_args=(),
+    schema=(
+        "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? dlse, "
+        "float eps) -> (Tensor, Tensor, Tensor)"
+    ),
+)
+def _bwd_op(dout, q, k, v, out, lse, dlse, eps):
+    return _triton_kernels().mp_attention_bwd(dout, q, k, v, out, lse, dlse, eps)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(dout, q, k, v, out, lse, dlse, eps):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, eps = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.eps = eps
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    dq, dk, dv = _bwd_op(dout, q, k, v, out, lse, dlse, ctx.eps)
+    return dq, dk, dv, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def mp_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None
+) -> torch.Tensor:
+    """EDM2 attention on (N, heads, L, D) q, k, v; returns (N, heads, L, D) in q's dtype."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_float(name, t)
+        if t.ndim != 4:
+            raise ValueError(f"{name} must be 4-d (N, heads, L, D), got shape {tuple(t.shape)}")
+    check_same_shape("q", q, "k", k)
+    check_same_shape("q", q, "v", v)
+    if q.shape[-1] == 0:
+        raise ValueError(f"q must have a head dim D >= 1, got shape {tuple(q.shape)}")
+    chosen = resolve_backend(backend, q)
+    if chosen == "reference":
+        return mp_attention_ref(q, k, v)
+    if chosen == "cpu":
+        return _mp_attention_sdpa(q, k, v)
+    return _fwd_op(q, k, v, EPS)[0]
+
+
+__all__ = ["ATTENTION_BACKENDS", "mp_attention", "mp_attention_ref", "resolve_backend"]
