@@ -12,12 +12,15 @@ class LabeledImages:
     """``images``: uint8 (N, 3, H, W) RGB; ``labels``: int64 (N,) in [0, num_classes).
 
     ``names`` optionally records where each image came from (a path, or a key).
+    ``report`` carries loader notes, e.g. ``{"skipped": [(path, reason), ...]}`` when a
+    reader was asked to skip unreadable files, ``{"repaired": [...]}`` for ORL.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     names: list[str] = field(default_factory=list)
     num_classes: int | None = None
+    report: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -37,5 +40,10 @@ class LabeledImages:
         return len(self.images)
 
     def subset(self, index: torch.Tensor) -> LabeledImages:
+        index = torch.as_tensor(index)
+        if index.dtype == torch.bool:
+            index = index.nonzero().flatten()
         names = [self.names[i] for i in index.tolist()] if self.names else []
-        return LabeledImages(self.images[index], self.labels[index], names, self.num_classes)
+        return LabeledImages(
+            self.images[index], self.labels[index], names, self.num_classes, dict(self.report)
+        )

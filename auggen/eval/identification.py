@@ -1,0 +1,78 @@
+"""1:N identification rank-1 (TinyFace style): probes vs gallery (optionally plus distractors).
+
+Search goes through FAISS (``IndexFlatIP`` on L2-normalised features, i.e. cosine); without
+faiss, a chunked torch matmul + top-1 gives the same neighbours.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DISTRACTOR_LABEL = -1
+
+
+def _feats(x) -> torch.Tensor:
+    x = torch.as_tensor(x).float()
+    if x.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {tuple(x.shape)}")
+    return F.normalize(x, dim=1)
+
+
+def nearest_neighbor(queries, database, backend: str = "auto", chunk: int = 4096):
+    """Index (int64 (Q,)) of each query's most cosine-similar database row."""
+    q, db = _feats(queries), _feats(database)
+    if q.shape[1] != db.shape[1]:
+        raise ValueError(f"queries have D={q.shape[1]} but database has D={db.shape[1]}")
+    if len(db) == 0:
+        raise ValueError("database is empty")
+    if backend not in ("auto", "faiss", "torch"):
+        raise ValueError(f"backend must be 'auto', 'faiss' or 'torch', got {backend!r}")
+    if backend in ("auto", "faiss"):
+        try:
+            import faiss
+        except ImportError:
+            if backend == "faiss":
+                raise ImportError("backend='faiss' needs faiss: pip install faiss-cpu") from None
+        else:
+            index = faiss.IndexFlatIP(db.shape[1])
+            index.add(np.ascontiguousarray(db.numpy(), dtype=np.float32))
+            _, idx = index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), 1)
+            return torch.from_numpy(idx[:, 0].astype(np.int64))
+    out = [(q[s : s + chunk] @ db.T).argmax(1) for s in range(0, len(q), chunk)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def rank1_identification(
+    probe_feats,
+    probe_labels,
+    gallery_feats,
+    gallery_labels,
+    distractor_feats=None,
+    backend: str = "auto",
+) -> float:
+    """Fraction of probes whose nearest gallery image has the probe's label.
+
+    ``distractor_feats`` are appended to the gallery with a label no probe has, so a probe
+    matched to a distractor counts as a miss.
+    """
+    probe_labels = torch.as_tensor(probe_labels).long()
+    gallery_labels = torch.as_tensor(gallery_labels).long()
+    gallery = torch.as_tensor(gallery_feats).float()
+    if len(probe_labels) != len(probe_feats) or len(gallery_labels) != len(gallery):
+        raise ValueError(
+            f"features and labels differ in length: probes {len(probe_feats)} vs "
+            f"{len(probe_labels)}, gallery {len(gallery)} vs {len(gallery_labels)}"
+        )
+    if len(probe_labels) == 0:
+        raise ValueError("no probes: rank-1 is undefined")
+    if distractor_feats is not None:
+        distractors = torch.as_tensor(distractor_feats).float()
+        fill = torch.full((len(distractors),), DISTRACTOR_LABEL, dtype=torch.long)
+        if (probe_labels == DISTRACTOR_LABEL).any():
+            raise ValueError(f"probe_labels must not use {DISTRACTOR_LABEL} (distractor label)")
+        gallery = torch.cat([gallery, distractors])
+        gallery_labels = torch.cat([gallery_labels, fill])
+    nn_idx = nearest_neighbor(probe_feats, gallery, backend)
+    return float((gallery_labels[nn_idx] == probe_labels).float().mean())

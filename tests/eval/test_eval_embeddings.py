@@ -1,0 +1,65 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from auggen.eval import extract_embeddings, make_verification_pairs, pair_scores
+
+
+class TinyNet(nn.Module):
+    def __init__(self, as_tuple=False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 8 * 8, 6)
+        self.as_tuple = as_tuple
+
+    def forward(self, x):
+        y = self.fc(self.bn(self.conv(x)).flatten(1))
+        return (F.normalize(y), y.norm(dim=1, keepdim=True)) if self.as_tuple else y
+
+
+def reference(model, images, flip):
+    x = (images.double() / 255 - 0.5) / 0.5
+    m = model.double().eval()
+    e = m(x) + (m(x.flip(-1)) if flip else 0)
+    model.float()
+    return F.normalize(e, dim=1).float()
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_extract_embeddings_matches_reference(flip):
+    torch.manual_seed(0)
+    model = TinyNet()
+    model.bn.running_mean.uniform_(-1, 1)  # eval mode must use these, not batch statistics
+    images = torch.randint(0, 256, (11, 3, 8, 8), dtype=torch.uint8)
+    model.train()
+    got = extract_embeddings(model, images, batch_size=4, flip=flip)
+    assert model.training  # mode restored
+    with torch.no_grad():
+        want = reference(model, images, flip)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert got.shape == (11, 6) and torch.allclose(got.norm(dim=1), torch.ones(11))
+
+
+def test_extract_embeddings_tuple_output_and_resize():
+    torch.manual_seed(1)
+    model = TinyNet(as_tuple=True).eval()
+    images = torch.randint(0, 256, (5, 3, 20, 16), dtype=torch.uint8)
+    got = extract_embeddings(model, images, input_size=8)
+    from auggen.data import resize_images
+
+    small = resize_images(images, 8)
+    x = (small.float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        want = F.normalize(model(x)[0] + model(x.flip(-1))[0], dim=1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        extract_embeddings(model, images.float())
+
+
+def test_pair_scores_are_cosines():
+    feats = F.normalize(torch.randn(10, 5), dim=1)
+    a, b, _ = make_verification_pairs(torch.arange(5).repeat(2), 6, seed=0)
+    want = torch.stack([feats[i] @ feats[j] for i, j in zip(a.tolist(), b.tolist())])
+    torch.testing.assert_close(pair_scores(feats, a, b), want)
