@@ -1,0 +1,347 @@
+"""Train an IResNet + margin head on a LabeledImages set (AdaFace recipe), with exact resume.
+
+SGD (momentum, weight decay on all but BN parameters), linear warm-up then step or cosine decay
+per iteration, bf16 autocast on CUDA, DDP when launched with torchrun (``batch_size`` is per
+rank). Every random choice (epoch order, augmentation, partial-FC negatives) comes from a
+generator seeded by (seed, epoch, step, rank), so a run resumed from a checkpoint retraces the
+uninterrupted one.
+
+``out_dir`` holds: config.json, checkpoint.pt (model, head, optimizer, step, RNG, history),
+history.json / history.csv (per-epoch loss, acc, lr, img/s) and, when done, model.safetensors
+(backbone weights, read by ``load_backbone``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from auggen.data.types import LabeledImages
+from auggen.recognition import distributed as D
+from auggen.recognition.augment import AugmentConfig, augment_batch
+from auggen.recognition.batches import (
+    EpochBatches,
+    check_data,
+    resize_uint8,
+    seeded_generator,
+    to_model_input,
+)
+from auggen.recognition.checkpoint import save_json, save_text, save_torch, save_weights
+from auggen.recognition.heads import build_head
+from auggen.recognition.iresnet import build_backbone
+from auggen.recognition.partial_fc import sample_classes
+from auggen.recognition.schedule import LRSchedule
+
+AMP_MODES = ("auto", "bf16", "off")
+# Fields that may change between a run and its resumption.
+_RESUMABLE = {"epochs", "checkpoint_every", "num_workers"}
+
+
+@dataclass(frozen=True)
+class FRTrainConfig:
+    backbone: str = "ir50"
+    input_size: int = 112
+    width: int = 64
+    embedding_size: int = 512
+    dropout: float = 0.0
+    head: str = "adaface"
+    head_kwargs: dict = field(default_factory=dict)  # e.g. {"m": 0.4, "h": 0.333, "s": 64}
+    partial_fc_rate: float = 1.0  # fraction of classes per step (1 = all)
+    epochs: int = 26
+    batch_size: int = 512  # per rank
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    schedule: str = "step"  # "step" | "cosine"
+    milestones: tuple[int, ...] = (12, 20, 24)  # epochs, for "step"
+    lr_gamma: float = 0.1
+    amp: str = "auto"  # "auto": bf16 on CUDA when supported; "bf16"; "off"
+    channels_last: bool = False
+    augment: AugmentConfig = AugmentConfig()
+    num_workers: int = 0  # >0: gather + augment in DataLoader workers (CPU)
+    seed: int = 0
+    checkpoint_every: int = 1  # epochs
+
+    def __post_init__(self):
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FRTrainConfig:
+        d = dict(d)
+        aug = d.pop("augment", {})
+        aug = {k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()}
+        return cls(**d, augment=AugmentConfig(**aug))
+
+
+PRESETS = {
+    # The paper's FR recipe (AdaFace IR50, 112 px; batch per rank).
+    "ir50-adaface": FRTrainConfig(),
+    # A CPU-sized model for the ORL demo (40 ids x 10 images).
+    "orl-tiny": FRTrainConfig(
+        backbone="ir18",
+        width=16,
+        input_size=56,
+        batch_size=32,
+        epochs=20,
+        lr=0.05,
+        warmup_epochs=1,
+        schedule="cosine",
+        milestones=(),
+        checkpoint_every=5,
+    ),
+}
+
+
+class FRModel(nn.Module):
+    """Backbone + head as one module, so DDP syncs both."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x, labels, classes=None, amp_dtype=None):
+        with torch.autocast(
+            x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
+            emb = self.backbone(x)
+        return self.head(emb.float(), labels, classes)
+
+
+def _amp_dtype(cfg: FRTrainConfig, device: torch.device):
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return None
+    return torch.bfloat16
+
+
+def _optimizer(model: FRModel, cfg: FRTrainConfig) -> torch.optim.SGD:
+    # AdaFace's split: no weight decay on BatchNorm affine parameters.
+    bn_ids = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for p in m.parameters()
+    }
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) not in bn_ids], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if id(p) in bn_ids], "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    save_json(history, out / "history.json")
+    keys = list(history[0]) if history else []
+    lines = [",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]
+    save_text("\n".join(lines) + "\n", out / "history.csv")
+
+
+def _load_checkpoint(path: Path, cfg: FRTrainConfig, device) -> dict | None:
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    old, new = ckpt["config"], cfg.to_dict()
+    diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE and old.get(k) != new[k])
+    if diff:
+        raise ValueError(
+            f"{path} was written by a run with a different config (fields {diff}); "
+            "use a fresh out_dir or the same config"
+        )
+    return ckpt
+
+
+def train_fr(
+    cfg: FRTrainConfig,
+    data: LabeledImages,
+    out_dir: str | Path,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> nn.Module:
+    """Train (or resume) and return the backbone in eval mode; see the module docstring."""
+    check_data(data)
+    info, device = D.setup(device)
+    try:
+        return _train(cfg, data, Path(out_dir), device, progress, info)
+    finally:
+        D.cleanup(info)
+
+
+def _train(cfg, data, out, device, progress, info) -> nn.Module:
+    b, world = cfg.batch_size, info.world_size
+    steps = len(data) // (b * world)
+    if steps == 0:
+        raise ValueError(
+            f"batch_size {b} x world size {world} exceeds the {len(data)} images; lower batch_size"
+        )
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(cfg.to_dict(), out / "config.json")
+    images = resize_uint8(data.images, cfg.input_size)
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(
+        cfg.backbone, cfg.input_size, cfg.embedding_size, width=cfg.width, dropout=cfg.dropout
+    )
+    head = build_head(cfg.head, cfg.embedding_size, data.num_classes, **cfg.head_kwargs)
+    model = FRModel(backbone, head).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = _optimizer(model, cfg)
+    schedule = LRSchedule(
+        cfg.lr,
+        cfg.epochs * steps,
+        round(cfg.warmup_epochs * steps),
+        cfg.schedule,
+        tuple(m * steps for m in cfg.milestones),
+        cfg.lr_gamma,
+    )
+    amp_dtype = _amp_dtype(cfg, device)
+
+    start_epoch, step, history = 0, 0, []
+    ckpt = _load_checkpoint(out / "checkpoint.pt", cfg, device)
+    if ckpt is not None:
+        backbone.load_state_dict(ckpt["backbone"])
+        head.load_state_dict(ckpt["head"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    D.barrier(info)
+    train_model = model
+    if info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        augment_in_workers = cfg.num_workers > 0
+        batches = EpochBatches(images, data.labels, cfg, epoch, info, steps, augment_in_workers)
+        loader = batches
+        if augment_in_workers:
+            loader = torch.utils.data.DataLoader(
+                batches,
+                batch_size=None,
+                shuffle=False,
+                num_workers=cfg.num_workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+            )
+        bar = tqdm(
+            total=steps,
+            desc=f"fr epoch {epoch + 1}/{cfg.epochs}",
+            unit="step",
+            disable=not (progress and info.is_main),
+            leave=False,
+        )
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
+        t0 = time.perf_counter()
+        for i, (x, y) in enumerate(loader):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if not augment_in_workers:
+                g = seeded_generator(cfg.seed, epoch, i, info.rank)
+                x = augment_batch(to_model_input(x), cfg.augment, g)
+            x = x.contiguous(memory_format=memory_format)
+            classes = None
+            if cfg.partial_fc_rate < 1.0:
+                g = seeded_generator(cfg.seed, epoch, i, info.rank, 1)
+                classes, y = sample_classes(y, data.num_classes, cfg.partial_fc_rate, g)
+            lr = schedule(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = train_model(x, y, classes, amp_dtype)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            with torch.no_grad():
+                correct = (logits.argmax(1) == y).sum()
+            totals += torch.tensor([loss.item() * len(y), correct.item(), len(y)])
+            rate = totals[2].item() * world / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+            bar.update()
+        bar.close()
+        D.all_reduce_sum(totals, info)
+        seconds = time.perf_counter() - t0
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "step": step,
+                "loss": totals[0].item() / totals[2].item(),
+                "acc": totals[1].item() / totals[2].item(),
+                "lr": lr,
+                "img_per_s": totals[2].item() / seconds,
+                "seconds": seconds,
+            }
+        )
+        last = epoch + 1 == cfg.epochs
+        if info.is_main:
+            _write_history(out, history)
+            if last or (epoch + 1) % cfg.checkpoint_every == 0:
+                _save_checkpoint(
+                    out / "checkpoint.pt", cfg, model, optimizer, epoch + 1, step, history
+                )
+        D.barrier(info)
+    if info.is_main:
+        save_weights(backbone.state_dict(), out / "model.safetensors")
+    D.barrier(info)
+    return backbone.eval()
+
+
+def _save_checkpoint(path, cfg, model, optimizer, epoch, step, history) -> None:
+    save_torch(
+        {
+            "config": cfg.to_dict(),
+            "epoch": epoch,
+            "step": step,
+            "history": history,
+            "backbone": model.backbone.state_dict(),
+            "head": model.head.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+        },
+        path,
+    )
+
+
+def load_backbone(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the backbone from ``out_dir/config.json`` and load its trained weights (eval)."""
+    out = Path(out_dir)
+    if not (out / "config.json").exists():
+        raise FileNotFoundError(f"{out}/config.json: not an FR training folder")
+    cfg = FRTrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    net = build_backbone(
+        cfg.backbone, cfg.input_size, cfg.embedding_size, width=cfg.width, dropout=cfg.dropout
+    )
+    if (out / "model.safetensors").exists():
+        state = load_file(out / "model.safetensors")
+    elif (out / "checkpoint.pt").exists():
+        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["backbone"]
+    else:
+        raise FileNotFoundError(f"{out}: no model.safetensors or checkpoint.pt")
+    net.load_state_dict(state)
+    return net.to(device).eval()
