@@ -13,7 +13,7 @@ Backends:
 ``"cpu"``; CPU tensors never go to the (slow) interpreter unless asked for by name.
 """
 
-import functools
+import importlib.util
 import math
 import os
 
@@ -46,18 +46,19 @@ def _mp_attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     return F.scaled_dot_product_attention(q, k, v)  # default scale is 1/sqrt(D)
 
 
-@functools.cache
+# Only look for Triton here: importing it (slow; reads TRITON_INTERPRET) waits for first use,
+# inside the custom op, where torch.compile does not trace.
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def _triton_kernels():
-    """The Triton launchers, or None when Triton does not import."""
-    try:
-        from auggen.kernels.triton import attention
-    except ImportError:
-        return None
+    from auggen.kernels.triton import attention
+
     return attention
 
 
 def _triton_usable(x: torch.Tensor) -> bool:
-    if _triton_kernels() is None or x.dtype not in TRITON_DTYPES:
+    if not HAS_TRITON or x.dtype not in TRITON_DTYPES:
         return False
     if x.device.type == "cuda":
         return True
