@@ -1,7 +1,25 @@
 """Face datasets: image folders, RecordIO, verification .bin, the bundled ORL faces."""
 
+from auggen.data.image_codec import decode_image, encode_image
+from auggen.data.image_folder import read_image_folder, write_image_folder
 from auggen.data.orl import load_orl, orl_root
+from auggen.data.recordio import read_recordio, write_recordio
 from auggen.data.transforms import center_crop_square, resize_images
 from auggen.data.types import LabeledImages
+from auggen.data.verification_bin import read_verification_bin, write_verification_bin
 
-__all__ = ["LabeledImages", "center_crop_square", "load_orl", "orl_root", "resize_images"]
+__all__ = [
+    "LabeledImages",
+    "center_crop_square",
+    "decode_image",
+    "encode_image",
+    "load_orl",
+    "orl_root",
+    "read_image_folder",
+    "read_recordio",
+    "read_verification_bin",
+    "resize_images",
+    "write_image_folder",
+    "write_recordio",
+    "write_verification_bin",
+]

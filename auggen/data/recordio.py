@@ -1,0 +1,197 @@
+"""MXNet / insightface RecordIO (.rec + .idx) without mxnet.
+
+Framing (dmlc): each record is uint32 magic 0xCED7230A, uint32 lrec = cflag << 29 | length,
+the payload, zero padding to 4 bytes. A payload containing the magic word at a 4-aligned
+offset is split there into parts with cflag 1 (first), 2 (middle), 3 (last); the reader puts
+the magic back between parts. Payload = IRHeader 'IfQQ' (flag, label, id, id2) + body; with
+flag = k > 0 the header's label is 0 and k float32 labels follow. The .idx file holds lines
+"key<TAB>offset". insightface layout: key 0 is a meta record with labels (a, b): image keys
+1..a-1, then one record per identity (keys a..b-1) whose labels are its [start, end) keys.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from auggen.data.image_codec import decode_image, encode_image, stack_images
+from auggen.data.types import LabeledImages
+
+MAGIC = 0xCED7230A
+_MAGIC_BYTES = struct.pack("<I", MAGIC)
+_HEADER = struct.Struct("<IfQQ")
+
+
+class IRHeader(NamedTuple):
+    flag: int
+    label: float | tuple[float, ...]
+    id: int
+    id2: int
+
+
+def pack_payload(header: IRHeader, body: bytes = b"") -> bytes:
+    """IRHeader + body as insightface's ``pack`` writes it."""
+    if header.flag == 0:
+        return _HEADER.pack(0, float(header.label), header.id, header.id2) + body
+    labels = np.asarray(header.label, dtype="<f4").reshape(-1)
+    return _HEADER.pack(len(labels), 0.0, header.id, header.id2) + labels.tobytes() + body
+
+
+def unpack_payload(payload: bytes) -> tuple[IRHeader, bytes]:
+    if len(payload) < _HEADER.size:
+        raise ValueError(f"record payload of {len(payload)} bytes is shorter than its header")
+    flag, label, id_, id2 = _HEADER.unpack_from(payload)
+    body = payload[_HEADER.size :]
+    if flag > 0:
+        labels = tuple(float(v) for v in np.frombuffer(body[: 4 * flag], dtype="<f4"))
+        return IRHeader(flag, labels, id_, id2), body[4 * flag :]
+    return IRHeader(0, label, id_, id2), body
+
+
+def frame_record(payload: bytes) -> bytes:
+    """Payload -> framed bytes, split at every 4-aligned occurrence of the magic word."""
+    cuts = [i for i in range(0, len(payload) - 3, 4) if payload[i : i + 4] == _MAGIC_BYTES]
+    parts, start = [], 0
+    for c in cuts:
+        parts.append(payload[start:c])
+        start = c + 4
+    parts.append(payload[start:])
+    out = bytearray()
+    for k, part in enumerate(parts):
+        if len(parts) == 1:
+            cflag = 0
+        else:
+            cflag = 1 if k == 0 else (3 if k == len(parts) - 1 else 2)
+        out += struct.pack("<II", MAGIC, cflag << 29 | len(part)) + part
+        out += b"\0" * (-len(part) % 4)
+    return bytes(out)
+
+
+def read_record(buf: bytes | memoryview, offset: int, what: str = "<rec>") -> tuple[bytes, int]:
+    """Payload of the record starting at ``offset`` -> (payload, offset of the next record)."""
+    parts = []
+    while True:
+        if offset + 8 > len(buf):
+            raise ValueError(f"{what}: truncated record header at byte {offset}")
+        magic, lrec = struct.unpack_from("<II", buf, offset)
+        if magic != MAGIC:
+            raise ValueError(f"{what}: bad magic {magic:#x} at byte {offset}")
+        cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
+        start = offset + 8
+        if start + length > len(buf):
+            raise ValueError(f"{what}: record at byte {offset} runs past the end of the file")
+        parts.append(bytes(buf[start : start + length]))
+        offset = start + length + (-length % 4)
+        if cflag in (0, 3):
+            return _MAGIC_BYTES.join(parts), offset
+        if cflag not in (1, 2) or (cflag == 1 and len(parts) > 1):
+            raise ValueError(f"{what}: unexpected cflag {cflag} at byte {offset}")
+
+
+def _paths(prefix_or_path) -> tuple[Path, Path]:
+    p = Path(prefix_or_path)
+    if p.is_dir():
+        p = p / "train.rec"
+    rec = p if p.suffix == ".rec" else p.with_name(p.name + ".rec")
+    return rec, rec.with_suffix(".idx")
+
+
+def read_index(idx_path: Path) -> dict[int, int]:
+    index = {}
+    for n, line in enumerate(idx_path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            key, off = line.split("\t") if "\t" in line else line.split()
+            index[int(key)] = int(off)
+        except ValueError:
+            raise ValueError(f"{idx_path}:{n}: expected 'key<TAB>offset', got {line!r}") from None
+    return index
+
+
+def read_recordio(
+    prefix_or_path, size: int | None = None, on_error: str = "raise"
+) -> LabeledImages:
+    """Read an insightface train.rec/.idx (a folder, a prefix, or the .rec path).
+
+    Images are decoded to RGB (see ``decode_image``); labels come from each image header
+    (label[0] when it holds several). ``on_error="skip"`` skips undecodable images and lists
+    them in ``report["skipped"]``. Labels are kept as stored (``num_classes`` = max + 1, or
+    the identity count of the meta record when larger).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    rec, idx = _paths(prefix_or_path)
+    if not rec.is_file():
+        raise FileNotFoundError(f"{rec}: no such RecordIO file")
+    if not idx.is_file():
+        raise FileNotFoundError(f"{rec}: no .idx beside it ({idx.name})")
+    index = read_index(idx)
+    buf = memoryview(rec.read_bytes())
+    keys = sorted(index)
+    num_ids = None
+    if 0 in index:
+        head, _ = unpack_payload(read_record(buf, index[0], str(rec))[0])
+        if head.flag > 0:
+            a, b = int(head.label[0]), int(head.label[1])
+            keys, num_ids = list(range(1, a)), b - a
+    images, labels, names, skipped = [], [], [], []
+    for key in keys:
+        if key not in index:
+            raise ValueError(f"{idx}: image key {key} missing from the index")
+        header, body = unpack_payload(read_record(buf, index[key], str(rec))[0])
+        label = header.label[0] if header.flag > 0 else header.label
+        try:
+            images.append(decode_image(body, f"{rec} key {key}"))
+        except ValueError as e:
+            if on_error == "raise":
+                raise
+            skipped.append((f"{rec}:{key}", str(e)))
+            continue
+        labels.append(int(label))
+        names.append(str(key))
+    x = stack_images(images, size, str(rec))
+    y = torch.tensor(labels, dtype=torch.long)
+    k = max(int(y.max()) + 1 if len(y) else 0, num_ids or 0)
+    return LabeledImages(x, y, names, k, {"skipped": skipped})
+
+
+def write_recordio(
+    prefix_or_path, data: LabeledImages, fmt: str = "jpeg", quality: int = 95
+) -> Path:
+    """Write ``data`` as insightface train.rec/.idx + ``property``; returns the .rec path.
+
+    Images are written grouped by label (stable), as JPEG quality 95 by default (what
+    insightface writes; ``fmt="png"`` for lossless), under the record-0 meta layout.
+    """
+    rec, idx = _paths(prefix_or_path)
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    order = torch.argsort(data.labels, stable=True)
+    labels = data.labels[order].tolist()
+    n, k = len(labels), int(data.num_classes)
+    a, b = n + 1, n + 1 + k
+    records = [(0, pack_payload(IRHeader(2, (a, b), 0, 1)))]
+    for key, (i, y) in enumerate(zip(order.tolist(), labels), start=1):
+        body = encode_image(data.images[i], fmt, quality)
+        records.append((key, pack_payload(IRHeader(0, float(y), key, 0), body)))
+    starts = np.searchsorted(labels, np.arange(k + 1)) + 1  # image keys are 1-based
+    for c in range(k):
+        head = IRHeader(2, (float(starts[c]), float(starts[c + 1])), a + c, 0)
+        records.append((a + c, pack_payload(head)))
+    offset, lines = 0, []
+    tmp = rec.with_name(rec.name + ".tmp")
+    with open(tmp, "wb") as f:
+        for key, payload in records:
+            framed = frame_record(payload)
+            f.write(framed)
+            lines.append(f"{key}\t{offset}\n")
+            offset += len(framed)
+    idx.write_text("".join(lines))
+    tmp.replace(rec)
+    h, w = data.images.shape[-2:]
+    (rec.parent / "property").write_text(f"{k},{h},{w}")
+    return rec
