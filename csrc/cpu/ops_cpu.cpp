@@ -1,7 +1,48 @@
-// CPU kernels for auggen.ops (placeholder registration; kernels are added per op family).
+// pybind11 bindings of the CPU kernels: pointers arrive as integers (tensor.data_ptr()),
+// with a dtype code and sizes. The AVX2+FMA build of the kernels is used when the CPU has it.
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+
+#include "auggen/cpu_kernels.h"
+
 namespace py = pybind11;
+
+namespace {
+
+bool cpu_has_avx2() {
+#if !defined(AUGGEN_NO_AVX2_BUILD)
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+T* ptr(uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
+
+// Calls NAME from the ISA-specific namespace chosen at run time, without the GIL.
+#if defined(AUGGEN_NO_AVX2_BUILD)
+#define AUGGEN_CALL(NAME, ...)             \
+  do {                                     \
+    py::gil_scoped_release nogil;          \
+    auggen::cpu_base::NAME(__VA_ARGS__);   \
+  } while (0)
+#else
+#define AUGGEN_CALL(NAME, ...)             \
+  do {                                     \
+    py::gil_scoped_release nogil;          \
+    if (cpu_has_avx2())                    \
+      auggen::cpu_avx2::NAME(__VA_ARGS__); \
+    else                                   \
+      auggen::cpu_base::NAME(__VA_ARGS__); \
+  } while (0)
+#endif
+
+}  // namespace
 
 void register_cpu_ops(py::module_& m) {
   m.def("has_openmp", []() {
@@ -10,5 +51,44 @@ void register_cpu_ops(py::module_& m) {
 #else
     return false;
 #endif
+  });
+  m.def("isa", []() { return cpu_has_avx2() ? "avx2" : "x86-64-v2"; });
+
+  m.def("mp_silu_fwd", [](int dt, uintptr_t x, uintptr_t y, int64_t n) {
+    AUGGEN_CALL(mp_silu_fwd, dt, ptr<const void>(x), ptr<void>(y), n);
+  });
+  m.def("mp_silu_bwd", [](int dt, uintptr_t g, uintptr_t x, uintptr_t gx, int64_t n) {
+    AUGGEN_CALL(mp_silu_bwd, dt, ptr<const void>(g), ptr<const void>(x), ptr<void>(gx), n);
+  });
+  m.def("mp_sum_fwd", [](int dt, uintptr_t a, uintptr_t b, uintptr_t y, int64_t n, float t,
+                         bool clamp, float clip) {
+    AUGGEN_CALL(mp_sum_fwd, dt, ptr<const void>(a), ptr<const void>(b), ptr<void>(y), n, t, clamp,
+                clip);
+  });
+  m.def("mp_sum_bwd", [](int dt, uintptr_t g, uintptr_t a, uintptr_t b, uintptr_t ga,
+                         uintptr_t gb, int64_t n, float t, bool clamp, float clip) {
+    AUGGEN_CALL(mp_sum_bwd, dt, ptr<const void>(g), ptr<const void>(a), ptr<const void>(b),
+                ptr<void>(ga), ptr<void>(gb), n, t, clamp, clip);
+  });
+  m.def("pixel_norm_fwd", [](int dt, uintptr_t x, uintptr_t y, uintptr_t z, int64_t outer,
+                             int64_t c, int64_t inner, float eps) {
+    AUGGEN_CALL(pixel_norm_fwd, dt, ptr<const void>(x), ptr<void>(y), ptr<void>(z), outer, c,
+                inner, eps);
+  });
+  m.def("pixel_norm_bwd", [](int dt, uintptr_t x, uintptr_t gy, uintptr_t gz, uintptr_t gx,
+                             int64_t outer, int64_t c, int64_t inner, float eps) {
+    AUGGEN_CALL(pixel_norm_bwd, dt, ptr<const void>(x), ptr<const void>(gy), ptr<const void>(gz),
+                ptr<void>(gx), outer, c, inner, eps);
+  });
+  m.def("modulated_mp_silu_fwd", [](int dt, uintptr_t y, uintptr_t c, uintptr_t out, int64_t n,
+                                    int64_t s1, int64_t ch, int64_t s2) {
+    AUGGEN_CALL(modulated_mp_silu_fwd, dt, ptr<const void>(y), ptr<const void>(c),
+                ptr<void>(out), n, s1, ch, s2);
+  });
+  m.def("modulated_mp_silu_bwd", [](int dt, uintptr_t g, uintptr_t y, uintptr_t c, uintptr_t gy,
+                                    uintptr_t gc, int64_t n, int64_t s1, int64_t ch,
+                                    int64_t s2) {
+    AUGGEN_CALL(modulated_mp_silu_bwd, dt, ptr<const void>(g), ptr<const void>(y),
+                ptr<const void>(c), ptr<void>(gy), ptr<void>(gc), n, s1, ch, s2);
   });
 }

@@ -1,0 +1,88 @@
+"""Which backends exist here, and which one an op call uses.
+
+Detection runs once at import (cheap: triton is located, not imported) so that
+``torch.compile`` sees constants. Auto choice: CPU tensors -> ``"cpu"`` (C++), CUDA
+tensors -> ``"cuda"`` if ``auggen._C_cuda`` loaded, else ``"triton"``; ``"reference"``
+when nothing compiled is available. fp64 always runs the reference code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
+
+try:
+    from auggen import _C as cpu_ext
+except ImportError:  # pure-Python install: the reference backend still works
+    cpu_ext = None
+
+try:
+    from auggen import _C_cuda as cuda_ext
+except ImportError:  # built without nvcc
+    cuda_ext = None
+
+
+def _detect() -> tuple[str, ...]:
+    found = ["reference"]
+    if cpu_ext is not None:
+        found.append("cpu")
+    has_cuda = torch.cuda.is_available()
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if importlib.util.find_spec("triton") is not None and (has_cuda or interpret):
+        found.append("triton")
+    if cuda_ext is not None and has_cuda:
+        found.append("cuda")
+    return tuple(found)
+
+
+AVAILABLE = _detect()
+
+
+def backends() -> list[str]:
+    """Backends usable in this process, e.g. ``["reference", "cpu", "triton"]``."""
+    return list(AVAILABLE)
+
+
+def resolve(backend: str | None, x: torch.Tensor) -> str:
+    """The backend that runs an op on ``x``; raises for unknown or unavailable names."""
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend is not None and backend not in AVAILABLE:
+        raise RuntimeError(f"backend {backend!r} is not available here; available: {AVAILABLE}")
+    on_cuda = x.device.type == "cuda"
+    if backend is None:
+        if on_cuda:
+            backend = next((b for b in ("cuda", "triton") if b in AVAILABLE), "reference")
+        else:
+            backend = "cpu" if "cpu" in AVAILABLE else "reference"
+    if backend == "cpu" and on_cuda:
+        raise ValueError(f"backend 'cpu' needs CPU tensors, got a tensor on {x.device}")
+    if backend == "cuda" and not on_cuda:
+        raise ValueError(f"backend 'cuda' needs CUDA tensors, got a tensor on {x.device}")
+    if backend == "triton" and not on_cuda and not torch.cuda.is_available():
+        pass  # CPU tensors run through TRITON_INTERPRET=1 (checked by AVAILABLE)
+    elif backend == "triton" and not on_cuda:
+        raise ValueError(f"backend 'triton' needs CUDA tensors here, got a tensor on {x.device}")
+    if x.dtype == torch.float64:
+        return "reference"  # the compiled kernels are fp32/bf16/fp16 only
+    return backend
+
+
+def triton_kernels(family: str):
+    """The launcher module ``auggen.kernels.triton.<family>`` (imports triton on first use)."""
+    return importlib.import_module(f"auggen.kernels.triton.{family}")
+
+
+def check_cuda(err: int) -> None:
+    """Turn a cudaError_t returned by a launcher into a RuntimeError."""
+    if err != 0:
+        raise RuntimeError(f"auggen CUDA kernel failed: {cuda_ext.error_string(err)} ({err})")
+
+
+def cuda_stream(x: torch.Tensor) -> int:
+    return torch.cuda.current_stream(x.device).cuda_stream

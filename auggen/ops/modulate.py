@@ -1,0 +1,108 @@
+"""modulated_mp_silu: ``mp_silu(y * c)`` with c of shape (N, C) broadcast over the spatial
+dims of y (N, C, ...): EDM2's block modulation. Custom ops ``auggen::modulated_mp_silu`` and
+``auggen::modulated_mp_silu_backward`` (dy and dc = sum over space of dz * y, one pass).
+"""
+
+import torch
+
+from auggen.ops import reference as _ref
+from auggen.ops._backend import check_cuda, cpu_ext, cuda_ext, cuda_stream, resolve, triton_kernels
+from auggen.ops._layout import dense_like, dtype_code, modulation_geometry
+from auggen.ops._validate import check_float
+
+
+def _geometry(y: torch.Tensor) -> tuple[int, int, int, int]:
+    geom = modulation_geometry(y)
+    if geom is None:
+        raise AssertionError("unreachable: callers bring y to a supported layout first")
+    return geom
+
+
+def _like_output(y: torch.Tensor) -> torch.Tensor:
+    """An output buffer for y: empty_like(y) unless its layout interleaves N and C."""
+    out = torch.empty_like(y)
+    return (
+        out
+        if modulation_geometry(out) is not None
+        else torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    )
+
+
+def _launch(backend, name, tensors, geom):
+    ref = tensors[0]
+    ptrs = [t.data_ptr() for t in tensors]
+    if backend == "cpu":
+        getattr(cpu_ext, name)(dtype_code(ref), *ptrs, *geom)
+    elif backend == "cuda":
+        with torch.cuda.device(ref.device):
+            check_cuda(getattr(cuda_ext, name)(dtype_code(ref), *ptrs, *geom, cuda_stream(ref)))
+    else:
+        getattr(triton_kernels("modulate"), name)(*tensors, *geom)
+
+
+@torch.library.custom_op("auggen::modulated_mp_silu", mutates_args=())
+def modulated_mp_silu_op(y: torch.Tensor, c: torch.Tensor, backend: str) -> torch.Tensor:
+    result = torch.empty_like(y)
+    if not y.numel():
+        return result
+    out = _like_output(y)
+    c = c.to(y.dtype).contiguous()
+    _launch(backend, "modulated_mp_silu_fwd", [dense_like(y, out), c, out], _geometry(out))
+    return out if out.stride() == result.stride() else result.copy_(out)
+
+
+@torch.library.custom_op("auggen::modulated_mp_silu_backward", mutates_args=())
+def modulated_mp_silu_backward_op(
+    grad: torch.Tensor, y: torch.Tensor, c: torch.Tensor, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    result = torch.empty_like(y)
+    gc = torch.empty(c.shape, dtype=y.dtype, device=y.device)
+    if not y.numel():
+        return result, gc.zero_()
+    gy = _like_output(y)
+    cc = c.to(y.dtype).contiguous()
+    tensors = [dense_like(grad, gy), dense_like(y, gy), cc, gy, gc]
+    _launch(backend, "modulated_mp_silu_bwd", tensors, _geometry(gy))
+    return (gy if gy.stride() == result.stride() else result.copy_(gy)), gc
+
+
+@modulated_mp_silu_op.register_fake
+def _(y, c, backend):
+    return torch.empty_like(y)
+
+
+@modulated_mp_silu_backward_op.register_fake
+def _(grad, y, c, backend):
+    return torch.empty_like(y), y.new_empty(c.shape)
+
+
+def _setup(ctx, inputs, output):
+    y, c, ctx.backend = inputs
+    ctx.save_for_backward(y, c)
+
+
+def _backward(ctx, grad):
+    y, c = ctx.saved_tensors
+    gy, gc = modulated_mp_silu_backward_op(grad, y, c, ctx.backend)
+    return gy, gc.to(c.dtype), None
+
+
+modulated_mp_silu_op.register_autograd(_backward, setup_context=_setup)
+
+
+def modulated_mp_silu(
+    y: torch.Tensor,
+    c: torch.Tensor,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """``mp_silu(y * c[:, :, None, ...])`` with c of shape (N, C)."""
+    check_float("y", y)
+    check_float("c", c)
+    if y.ndim < 2 or c.shape != y.shape[:2]:
+        raise ValueError(f"c must have shape (N, C) = {tuple(y.shape[:2])}, got {tuple(c.shape)}")
+    if c.device != y.device:
+        raise ValueError(f"c must be on the device of y ({y.device}), got {c.device}")
+    backend = resolve(backend, y)
+    if backend == "reference":
+        return _ref.modulated_mp_silu_ref(y, c)
+    return modulated_mp_silu_op(y, c.to(y.dtype), backend)
