@@ -86,6 +86,11 @@ def _resized_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     theta[:, 1, 1] = ch / h
     theta[:, 1, 2] = (2 * top + ch) / h - 1
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    # Clamp to the box's outer pixel centres: the same as cropping, then resizing the crop.
+    lo = torch.stack([(2 * left + 1) / w - 1, (2 * top + 1) / h - 1], 1)
+    hi = torch.stack([(2 * (left + cw) - 1) / w - 1, (2 * (top + ch) - 1) / h - 1], 1)
+    lo, hi = (t.to(x.device, x.dtype).view(-1, 1, 1, 2) for t in (lo, hi))
+    grid = torch.maximum(torch.minimum(grid, hi), lo)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
