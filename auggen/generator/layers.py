@@ -1,0 +1,203 @@
+"""Magnitude-preserving layers of the EDM2 UNet (Karras et al., CVPR 2024, Sec. 3 / App. B).
+
+Parameter names and registration order follow NVlabs/edm2 ``networks_edm2.py`` so its
+checkpoints load into these modules. Normalisation, activation, modulation and residual sums
+go through :mod:`auggen.ops`; every layer takes ``backend`` (None = fastest available) so a
+test can run the whole network on the ``"reference"`` backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from auggen import ops
+
+try:  # the fused attention op lands later; until then pixel_norm + SDPA is the definition
+    from auggen.ops import mp_attention as _mp_attention
+except ImportError:  # pragma: no cover - depends on the ops work in progress
+    _mp_attention = None
+_ATTN_TAKES_BACKEND = (
+    _mp_attention is not None and "backend" in inspect.signature(_mp_attention).parameters
+)
+
+
+def mp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None):
+    """softmax(q̂ k̂ᵀ / sqrt(D)) v̂ with q, k, v (N, heads, L, D) pixel-normalised along D."""
+    if _mp_attention is not None:
+        if _ATTN_TAKES_BACKEND:
+            return _mp_attention(q, k, v, backend=backend)
+        return _mp_attention(q, k, v)
+    q, k, v = (ops.pixel_norm(t, dim=-1, backend=backend) for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def normalize_rows(w: torch.Tensor, eps: float = 1e-4, backend: str | None = None):
+    """EDM2 ``normalize`` over every dim except 0: each output row gets unit RMS (Eq. 47)."""
+    flat = w.reshape(w.shape[0], -1)
+    return ops.pixel_norm(flat, dim=1, eps=eps, backend=backend).reshape(w.shape)
+
+
+def mp_cat(a: torch.Tensor, b: torch.Tensor, dim: int = 1, t: float = 0.5) -> torch.Tensor:
+    """Magnitude-preserving concatenation (EDM2 Eq. 103); ``t`` weights ``b``."""
+    na, nb = a.shape[dim], b.shape[dim]
+    c = math.sqrt((na + nb) / ((1 - t) ** 2 + t**2))
+    wa = c / math.sqrt(na) * (1 - t)
+    wb = c / math.sqrt(nb) * t
+    return torch.cat([wa * a, wb * b], dim=dim)
+
+
+def resample(x: torch.Tensor, mode: str = "keep") -> torch.Tensor:
+    """EDM2 resampling with the [1, 1] filter: 2x2 box down / nearest-neighbour up."""
+    if mode == "keep":
+        return x
+    if mode == "down":
+        return F.avg_pool2d(x, 2)
+    if mode == "up":
+        return x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    raise ValueError(f"resample mode must be 'keep', 'down' or 'up', got {mode!r}")
+
+
+class MPFourier(nn.Module):
+    """Magnitude-preserving Fourier features: sqrt(2) cos(2π(f x + φ)), f ~ N(0, bw²)."""
+
+    def __init__(self, num_channels: int, bandwidth: float = 1.0):
+        super().__init__()
+        self.register_buffer("freqs", 2 * math.pi * torch.randn(num_channels) * bandwidth)
+        self.register_buffer("phases", 2 * math.pi * torch.rand(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.to(torch.float32).ger(self.freqs.to(torch.float32))
+        y = y + self.phases.to(torch.float32)
+        return (y.cos() * math.sqrt(2)).to(x.dtype)
+
+
+class MPConv(nn.Module):
+    """Conv / linear with forced weight normalisation (EDM2 Eq. 46-47) and a learned ``gain``.
+
+    In training mode the stored weight is overwritten with its normalised value before use.
+    In eval mode without autograd the normalised weight is cached; the cache is keyed by the
+    weight's version counter, so an in-place change (optimizer step, ``load_state_dict``)
+    invalidates it, as does ``train()``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple | list, backend=None):
+        super().__init__()
+        self.out_channels = out_channels
+        self.backend = backend
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *kernel))
+        self._cache: tuple | None = None
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def _normalized_weight(self) -> torch.Tensor:
+        w = self.weight
+        if self.training:
+            with torch.no_grad():
+                self.weight.copy_(normalize_rows(w.to(torch.float32), backend=self.backend))
+            return normalize_rows(w.to(torch.float32), backend=self.backend)
+        if torch.is_grad_enabled() and w.requires_grad:
+            return normalize_rows(w.to(torch.float32), backend=self.backend)
+        key = (w._version, w.data_ptr(), w.device, w.dtype)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, normalize_rows(w.to(torch.float32), backend=self.backend))
+        return self._cache[1]
+
+    def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
+        w = self._normalized_weight()
+        fan_in = w[0].numel()
+        w = (w * (gain / math.sqrt(fan_in))).to(x.dtype)
+        if w.ndim == 2:
+            return x @ w.t()
+        return F.conv2d(x, w, padding=w.shape[-1] // 2)
+
+
+class Block(nn.Module):
+    """EDM2 encoder/decoder block (Fig. 21): resample, residual branch, optional attention."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        emb_channels: int,
+        flavor: str = "enc",
+        resample_mode: str = "keep",
+        attention: bool = False,
+        channels_per_head: int = 64,
+        dropout: float = 0.0,
+        res_balance: float = 0.3,
+        attn_balance: float = 0.3,
+        clip_act: float = 256.0,
+        backend: str | None = None,
+    ):
+        super().__init__()
+        if flavor not in ("enc", "dec"):
+            raise ValueError(f"flavor must be 'enc' or 'dec', got {flavor!r}")
+        self.out_channels = out_channels
+        self.flavor = flavor
+        self.resample_mode = resample_mode
+        self.num_heads = out_channels // channels_per_head if attention else 0
+        self.dropout = dropout
+        self.res_balance = res_balance
+        self.attn_balance = attn_balance
+        self.clip_act = clip_act
+        self.backend = backend
+        conv = dict(backend=backend)
+        self.emb_gain = nn.Parameter(torch.zeros([]))
+        res0_in = out_channels if flavor == "enc" else in_channels
+        self.conv_res0 = MPConv(res0_in, out_channels, [3, 3], **conv)
+        self.emb_linear = MPConv(emb_channels, out_channels, [], **conv)
+        self.conv_res1 = MPConv(out_channels, out_channels, [3, 3], **conv)
+        self.conv_skip = (
+            MPConv(in_channels, out_channels, [1, 1], **conv) if in_channels != out_channels else None
+        )
+        self.attn_qkv = MPConv(out_channels, out_channels * 3, [1, 1], **conv) if self.num_heads else None
+        self.attn_proj = MPConv(out_channels, out_channels, [1, 1], **conv) if self.num_heads else None
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        be = self.backend
+        x = resample(x, self.resample_mode)
+        if self.flavor == "enc":
+            if self.conv_skip is not None:
+                x = self.conv_skip(x)
+            x, h = ops.pixel_norm_silu(x, dim=1, backend=be)  # per-pixel norm of the skip path
+        else:
+            h = ops.mp_silu(x, backend=be)
+        y = self.conv_res0(h)
+        c = self.emb_linear(emb, gain=self.emb_gain) + 1
+        y = ops.modulated_mp_silu(y, c.to(y.dtype), backend=be)
+        if self.training and self.dropout:
+            y = F.dropout(y, p=self.dropout)
+        y = self.conv_res1(y)
+        if self.flavor == "dec" and self.conv_skip is not None:
+            x = self.conv_skip(x)
+        if not self.num_heads:
+            return self._clip_sum(x, y, self.res_balance)
+        x = ops.mp_sum(x, y, t=self.res_balance, backend=be)
+        n, c_, hh, ww = x.shape
+        # qkv channel index is head*3*ch + c*3 + {q,k,v}: q/k/v interleaved innermost
+        qkv = self.attn_qkv(x).reshape(n, self.num_heads, -1, 3, hh * ww)
+        q, k, v = (t.transpose(2, 3) for t in qkv.unbind(3))  # (N, heads, HW, ch)
+        y = mp_attention(q, k, v, backend=be).transpose(2, 3).reshape(n, c_, hh, ww)
+        y = self.attn_proj(y)
+        return self._clip_sum(x, y, self.attn_balance)
+
+    def _clip_sum(self, x, y, t):
+        if self.clip_act:
+            return ops.mp_sum_clamp(x, y, t=t, clip=self.clip_act, backend=self.backend)
+        return ops.mp_sum(x, y, t=t, backend=self.backend)
+
+
+def set_backend(module: nn.Module, backend: str | None) -> nn.Module:
+    """Switch every layer below ``module`` to ``backend`` (None = fastest available)."""
+    for m in module.modules():
+        if hasattr(m, "backend"):
+            m.backend = backend
+    return module

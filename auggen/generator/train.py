@@ -1,0 +1,294 @@
+"""Train the EDM2 generator on a :class:`LabeledImages` set (EDM2 ``training_loop.py`` recipe).
+
+Adam (0.9, 0.99), inverse-square-root LR decay after ``lr_ref_steps``, uncertainty-weighted
+loss with log-normal noise levels, power-function EMAs, atomic safetensors + JSON checkpoints
+and exact resume: every step draws its batch, flips, noise levels and noise from generators
+seeded by ``(seed, step)``, so n steps + resume + n steps equals 2n steps. Runs under
+``torchrun`` (DDP; each rank takes a slice of the same global batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from auggen.data.types import LabeledImages
+from auggen.generator.checkpoint import (
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    join_optimizer_state,
+    load_checkpoint,
+    save_checkpoint,
+    split_optimizer_state,
+)
+from auggen.generator.ema import PowerFunctionEMA
+from auggen.generator.loading import FORMAT, load_generator  # noqa: F401  (public re-export)
+from auggen.generator.presets import PRESETS, build_unet
+from auggen.generator.unet import Precond
+
+
+@dataclass(frozen=True)
+class GenTrainConfig:
+    preset: str = "tiny"
+    resolution: int = 32
+    label_dim: int | None = None  # None: data.num_classes
+    batch_size: int = 32  # global, over all ranks
+    steps: int = 1000
+    total_kimg: float | None = None  # overrides steps when set
+    lr: float = 0.01
+    lr_ref_steps: int = 2000  # lr / sqrt(step / ref) after this many steps
+    lr_rampup_steps: int = 50
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    adam_eps: float = 1e-8
+    p_mean: float = -0.8
+    p_std: float = 1.6
+    sigma_data: float = 0.5
+    dropout: float | None = None  # None: the preset's
+    ema_stds: tuple[float, ...] = (0.050, 0.100)
+    xflip: bool = True
+    precision: str = "auto"  # "auto" (bf16 where supported on CUDA) | "fp32" | "bf16"
+    compile: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 500
+    snapshot_every: int = 0  # EMA snapshots for post-hoc EMA; 0 = off
+    keep_checkpoints: int = 2
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)  # extra build_unet kwargs
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        for name in ("resolution", "batch_size", "log_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.total_kimg is None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    @property
+    def total_steps(self) -> int:
+        if self.total_kimg is not None:
+            return max(1, math.ceil(self.total_kimg * 1000 / self.batch_size))
+        return int(self.steps)
+
+    def learning_rate(self, step: int) -> float:
+        """EDM2 schedule: ref_lr / sqrt(max(t / t_ref, 1)), times a linear warm-up."""
+        lr = self.lr / math.sqrt(max(step / max(self.lr_ref_steps, 1), 1.0))
+        if self.lr_rampup_steps > 0:
+            lr *= min((step + 1) / self.lr_rampup_steps, 1.0)
+        return lr
+
+
+def prepare_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 (N, 3, R, R) in [-1, 1] (x/127.5 - 1), antialiased resize."""
+    x = images.to(torch.float32)
+    if x.shape[-2:] != (resolution, resolution):
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True)
+        x = x.round().clamp(0, 255)
+    return x / 127.5 - 1
+
+
+def step_randomness(cfg: GenTrainConfig, step: int, num_images: int, shape):
+    """Global batch of one step: image indices, flips, noise levels and noise."""
+    seed = int(np.random.SeedSequence([cfg.seed, step]).generate_state(1)[0])
+    g = torch.Generator().manual_seed(seed)
+    b = cfg.batch_size
+    idx = torch.randint(num_images, (b,), generator=g)
+    flip = (torch.rand(b, generator=g) < 0.5) & cfg.xflip
+    sigma = (torch.randn(b, 1, 1, 1, generator=g) * cfg.p_std + cfg.p_mean).exp()
+    noise = torch.randn(b, *shape, generator=g)
+    return seed, idx, flip, sigma, noise
+
+
+def edm2_loss(net, y, labels, sigma, noise, sigma_data: float) -> torch.Tensor:
+    """Per-element (w/e^u) ||D(y + σn; σ) - y||² + u, w = (σ² + σd²)/(σ σd)² (EDM2 Eq. 21)."""
+    weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+    denoised, logvar = net(y + noise * sigma, sigma, labels, return_logvar=True)
+    return (weight / logvar.exp()) * (denoised - y) ** 2 + logvar
+
+
+def _dist_setup(device) -> tuple[int, int]:
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _autocast(cfg: GenTrainConfig, device: torch.device):
+    bf16 = cfg.precision == "bf16" or (
+        cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _net_meta(cfg: GenTrainConfig, label_dim: int, img_channels: int) -> dict:
+    overrides = dict(cfg.overrides)
+    if cfg.dropout is not None:
+        overrides["dropout"] = cfg.dropout
+    overrides["sigma_data"] = cfg.sigma_data
+    return dict(
+        format=FORMAT,
+        preset=cfg.preset,
+        resolution=cfg.resolution,
+        label_dim=label_dim,
+        img_channels=img_channels,
+        overrides=overrides,
+    )
+
+
+def _check_resume(meta: dict, state: dict, out_dir) -> None:
+    for key in ("preset", "resolution", "label_dim", "img_channels", "overrides"):
+        have = state.get(key)
+        if isinstance(have, dict):
+            have = {k: tuple(v) if isinstance(v, list) else v for k, v in have.items()}
+        want = meta[key]
+        if isinstance(want, dict):
+            want = {k: tuple(v) if isinstance(v, list) else v for k, v in want.items()}
+        if have != want:
+            raise ValueError(
+                f"{out_dir} holds a checkpoint with {key}={have!r}, but this run asks for "
+                f"{key}={want!r}; use another out_dir or the matching config"
+            )
+
+
+def _write_history(out_dir: Path, history: list[dict]) -> None:
+    atomic_write_json(out_dir / "history.json", history)
+    lines = ["step,kimg,loss,lr,img_per_s"]
+    lines += [f"{h['step']},{h['kimg']:.3f},{h['loss']:.6f},{h['lr']:.6g},{h['img_per_s']:.2f}"
+              for h in history]
+    atomic_write_bytes(out_dir / "history.csv", ("\n".join(lines) + "\n").encode())
+
+
+def train_generator(
+    cfg: GenTrainConfig,
+    data: LabeledImages,
+    out_dir,
+    device="cpu",
+    progress: bool = True,
+) -> Precond:
+    """Train (or resume) in ``out_dir``; returns the first EMA network in eval mode."""
+    if not isinstance(data, LabeledImages):
+        raise TypeError(f"data must be a LabeledImages, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("data holds no images")
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    rank, world = _dist_setup(device)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by world size {world}")
+    label_dim = int(cfg.label_dim if cfg.label_dim is not None else data.num_classes)
+    if int(data.labels.max()) >= label_dim:
+        raise ValueError(f"labels reach {int(data.labels.max())} but label_dim={label_dim}")
+    meta = _net_meta(cfg, label_dim, data.images.shape[1])
+
+    images = prepare_images(data.images, cfg.resolution)
+    onehot = F.one_hot(data.labels, label_dim).to(torch.float32) if label_dim else None
+    torch.manual_seed(cfg.seed)
+    net = build_unet(cfg.preset, cfg.resolution, label_dim, meta["img_channels"], **meta["overrides"])
+    net = net.to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+    ema = PowerFunctionEMA(net, cfg.ema_stds)
+    step, history = 0, []
+
+    ck = load_checkpoint(out_dir, device)
+    if ck is not None:
+        state, tensors = ck
+        _check_resume(meta, state, out_dir)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        ema.load_state_dict({k: v for k, v in tensors.items() if k.startswith("ema")})
+        opt.load_state_dict(join_optimizer_state(tensors, state["optimizer"]))
+        step, history = int(state["step"]), list(state["history"])
+
+    model = net
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    fwd = torch.compile(model) if cfg.compile else model
+    total, b_local = cfg.total_steps, cfg.batch_size // world
+    shape = images.shape[1:]
+    lo = rank * b_local
+
+    def checkpoint(step):
+        if rank == 0:
+            opt_t, opt_meta = split_optimizer_state(opt)
+            tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
+            tensors.update(ema.state_dict())
+            tensors.update(opt_t)
+            state = dict(meta, config=_jsonable(cfg), optimizer=opt_meta, history=history,
+                         ema_stds=list(cfg.ema_stds),
+                         rng={"scheme": "SeedSequence([seed, step]) per step", "seed": cfg.seed})
+            save_checkpoint(out_dir, step, tensors, state, keep=cfg.keep_checkpoints)
+            _write_history(out_dir, history)
+        if world > 1:
+            dist.barrier()
+
+    bar = tqdm(total=total, initial=step, disable=not progress or rank != 0, desc="train_gen")
+    loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
+    while step < total:
+        lr = cfg.learning_rate(step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        seed, idx, flip, sigma, noise = step_randomness(cfg, step, len(images), shape)
+        idx, flip = idx[lo : lo + b_local], flip[lo : lo + b_local]
+        y = images[idx]
+        y = torch.where(flip[:, None, None, None], y.flip(-1), y).to(device)
+        labels = onehot[idx].to(device) if onehot is not None else None
+        sigma, noise = sigma[lo : lo + b_local].to(device), noise[lo : lo + b_local].to(device)
+        torch.manual_seed(seed)  # dropout
+        with _autocast(cfg, device):
+            loss = edm2_loss(fwd, y, labels, sigma, noise, cfg.sigma_data)
+        (loss.sum() / b_local).backward()
+        for p in net.parameters():
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        ema.update(net, t_next=step * cfg.batch_size, t_delta=cfg.batch_size)
+
+        loss_acc += float(loss.detach().mean())
+        n_acc += 1
+        if step % cfg.log_every == 0 or step == total:
+            dt = time.perf_counter() - t0
+            rate = n_acc * cfg.batch_size / max(dt, 1e-9)
+            history.append(dict(step=step, kimg=step * cfg.batch_size / 1000,
+                                loss=loss_acc / n_acc, lr=lr, img_per_s=rate))
+            bar.set_postfix(loss=f"{loss_acc / n_acc:.4f}", img_s=f"{rate:.1f}")
+            loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
+        bar.update(1)
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0 and rank == 0:
+            snap = {k: v for k, v in ema.state_dict().items()}
+            atomic_save_tensors(out_dir / "ema_snapshots" / f"ema-{step:08d}.safetensors", snap,
+                                {"step": str(step), "stds": ",".join(map(str, cfg.ema_stds))})
+        if step % cfg.checkpoint_every == 0 or step == total:
+            checkpoint(step)
+    bar.close()
+    if ck is not None and step == int(ck[0]["step"]) and rank == 0:
+        _write_history(out_dir, history)
+    return ema.emas[0].eval()
+
+
+def _jsonable(cfg: GenTrainConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
