@@ -76,3 +76,35 @@ def rank1_identification(
         gallery_labels = torch.cat([gallery_labels, fill])
     nn_idx = nearest_neighbor(probe_feats, gallery, backend)
     return float((gallery_labels[nn_idx] == probe_labels).float().mean())
+
+
+def evaluate_identification(
+    model: torch.nn.Module,
+    probe,
+    gallery,
+    distractor_images: torch.Tensor | None = None,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    input_size: int | None = None,
+    backend: str = "auto",
+) -> dict:
+    """Rank-1 of ``model`` with LabeledImages probe / gallery (+ uint8 distractor images)."""
+    from auggen.eval.embeddings import extract_embeddings
+
+    def embed(images):
+        return extract_embeddings(model, images, batch_size, True, device, input_size)
+
+    distractors = None if distractor_images is None else embed(distractor_images)
+    rank1 = rank1_identification(
+        embed(probe.images),
+        probe.labels,
+        embed(gallery.images),
+        gallery.labels,
+        distractors,
+        backend,
+    )
+    return {
+        "rank1": rank1,
+        "num_probes": len(probe),
+        "num_gallery": len(gallery) + (0 if distractors is None else len(distractors)),
+    }
