@@ -1,7 +1,8 @@
-"""``python -m auggen.pipeline`` (bootstrap: reports what is built so far)."""
+"""``python -m auggen.pipeline``: run AugGen end to end (see ``--help``)."""
 
-import auggen.ops
+import sys
+
+from auggen.pipeline.cli import main
 
 if __name__ == "__main__":
-    print("auggen ops backends available:", auggen.ops.backends())
-    print("The pipeline stages are not built yet (issue 5).")
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Command line of ``python -m auggen.pipeline``: presets, JSON configs, ``--set`` overrides."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+from auggen.pipeline.overrides import apply_set, merge_dict, to_dict
+
+EPILOG = """\
+stages (run in this order): {stages}
+presets: {presets}
+
+examples:
+  python -m auggen.pipeline                       # ORL demo, ~20 min on 2 CPU cores
+  python -m auggen.pipeline --preset micro --out /tmp/micro
+  python -m auggen.pipeline --set grid.pairs=8 --set fr.epochs=30 --seeds 0,1,2
+  python -m auggen.pipeline --preset casia-ir50 --data /data/casia/train \\
+      --set data.verification_bins=[/data/lfw.bin,/data/cfp_fp.bin] --device cuda
+  python -m auggen.pipeline --stages grid,generate --force grid
+A rerun skips finished stages (DONE + same config) and resumes an interrupted one.
+"""
+
+
+def build_parser(stages, presets) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m auggen.pipeline",
+        description="AugGen end to end: generator, FR baseline, grid search, D_aug, "
+        "FR on real+generated, evaluation, report.",
+        epilog=EPILOG.format(stages=" -> ".join(stages), presets=", ".join(presets)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default=None, help="named config (default: orl-tiny)")
+    p.add_argument("--config", metavar="FILE", help="JSON file of (partial, nested) settings")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one setting, dotted key, e.g. --set gen.steps=2000 "
+        "(values parse as JSON when they can: 0.5, [0.1,0.5], null, true)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="dataset: an image folder (one sub-folder per identity) or a RecordIO "
+        ".rec/.idx prefix",
+    )
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<preset>)")
+    p.add_argument("--stages", help="comma-separated subset of stages to run")
+    p.add_argument("--seeds", help="comma-separated FR training seeds, e.g. 0,1,2")
+    p.add_argument("--device", help="cpu | cuda | cuda:1 ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--force",
+        metavar="STAGE",
+        action="append",
+        default=[],
+        help="rerun this stage (and so every stage after it) even if finished",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--show-config", action="store_true", help="print the resolved config as JSON and exit"
+    )
+    p.add_argument("--debug", action="store_true", help="full tracebacks on errors")
+    return p
+
+
+def _data_override(cfg, path: str):
+    """``--data``: a .rec (or a prefix with .rec beside it) is RecordIO, else an image folder."""
+    p = Path(path)
+    is_rec = p.suffix in (".rec", ".idx") or Path(str(p) + ".rec").exists()
+    source = "recordio" if is_rec else "folder"
+    return replace(cfg, data=replace(cfg.data, source=source, path=str(path)))
+
+
+def resolve_config(args, presets: dict, default_preset: str):
+    """The config that the arguments describe (preset < --config < flags < --set)."""
+    name = args.preset or default_preset
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise KeyError(f"unknown preset {name!r}{hint}; valid: {', '.join(presets)}")
+    cfg = presets[name]
+    if args.config:
+        cfg = merge_dict(cfg, json.loads(Path(args.config).read_text()))
+    if args.data:
+        cfg = _data_override(cfg, args.data)
+    if args.seeds:
+        cfg = apply_set(cfg, f"seeds=[{args.seeds}]")
+    if args.device:
+        cfg = replace(cfg, device=args.device)
+    if args.threads is not None:
+        cfg = replace(cfg, threads=args.threads)
+    if args.no_progress:
+        cfg = replace(cfg, progress=False)
+    for assignment in args.set:
+        cfg = apply_set(cfg, assignment)
+    return name, cfg
+
+
+def _message(e: BaseException) -> str:
+    # KeyError's str() adds quotes around the message.
+    return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+
+
+def main(argv=None) -> int:
+    from auggen.pipeline.driver import run_pipeline
+    from auggen.pipeline.presets import DEFAULT_PRESET, PRESETS
+    from auggen.pipeline.stages import STAGES
+
+    parser = build_parser(list(STAGES), list(PRESETS))
+    args = parser.parse_args(argv)
+    try:
+        name, cfg = resolve_config(args, PRESETS, DEFAULT_PRESET)
+        cfg.validate()
+    except (KeyError, TypeError, ValueError, FileNotFoundError, json.JSONDecodeError) as e:
+        parser.error(_message(e))
+    if args.show_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    out = Path(args.out or Path("runs") / name)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    force = [s.strip() for f in args.force for s in f.split(",") if s.strip()]
+    t0 = time.perf_counter()
+    try:
+        status = run_pipeline(cfg, out, STAGES, stages=stages, force=force)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command to resume ({out})", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"error: {type(e).__name__}: {_message(e)}\n(finished stages in {out} are kept; "
+            "fix the cause and rerun to continue; --debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    wall = time.perf_counter() - t0
+    ran = [s for s, v in status.items() if v == "ran"]
+    print(f"done in {wall:.1f} s (ran: {', '.join(ran) or 'nothing, all finished'})")
+    report = out / "report" / "report.md"
+    if report.exists():
+        print(f"report: {report.resolve()}")
+    return 0

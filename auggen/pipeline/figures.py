@@ -1,0 +1,50 @@
+"""Small figure helpers for the stages and the report (matplotlib Agg, PNG, atomic writes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def montage(rows: list[list[torch.Tensor]], pad: int = 2) -> np.ndarray:
+    """A grid of uint8 (3, H, W) images (rows may differ in length) -> HWC uint8 array."""
+    h = max(img.shape[1] for r in rows for img in r)
+    w = max(img.shape[2] for r in rows for img in r)
+    cols = max(len(r) for r in rows)
+    out = np.full(((h + pad) * len(rows) + pad, (w + pad) * cols + pad, 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        for j, img in enumerate(r):
+            a = img.permute(1, 2, 0).numpy()
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            out[y : y + a.shape[0], x : x + a.shape[1]] = a
+    return out
+
+
+def save_png(array: np.ndarray, path, scale: int = 1) -> None:
+    img = Image.fromarray(array)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def save_figure(fig, path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    os.replace(tmp, path)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

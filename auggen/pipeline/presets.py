@@ -1,0 +1,153 @@
+"""Named pipeline configs: ``PRESETS[name]`` (see ``python -m auggen.pipeline --help``).
+
+- ``orl-tiny`` (default): the whole method on the bundled ORL faces on a 2-core CPU in
+  under 20 minutes: 32 px generator (~1.2 M params), narrow IR18 at 32 px, 12 Heun steps,
+  a coarse 4 x 4 grid instead of the paper's 11 x 11.
+- ``micro``: every stage in about a minute (tests): 16 px, a few identities, few steps.
+- ``casia-ir50``: paper scale (GPU): CASIA-WebFace from ``--data`` (RecordIO prefix or image
+  folder), EDM2-S generator at 112 px, IR50 + AdaFace, the paper's 0.1 ... 1.1 grid, and
+  the verification .bin files given with ``--set data.verification_bins=[...]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from auggen.generator.train import GenTrainConfig
+from auggen.mixing.grid import PAPER_GRID, GridConfig
+from auggen.pipeline.config import (
+    DataConfig,
+    EmbedConfig,
+    EvalConfig,
+    GenerateConfig,
+    PipelineConfig,
+    ReportConfig,
+    ReproConfig,
+    SampleConfig,
+)
+from auggen.recognition.augment import AugmentConfig
+from auggen.recognition.train import FRTrainConfig
+
+_ORL_FR = FRTrainConfig(
+    backbone="ir18",
+    width=16,
+    input_size=32,
+    embedding_size=128,
+    batch_size=32,
+    epochs=20,
+    lr=0.05,
+    warmup_epochs=1,
+    schedule="cosine",
+    milestones=(),
+    checkpoint_every=5,
+    seed=0,
+)
+
+ORL_TINY = PipelineConfig(
+    data=DataConfig(
+        source="orl",
+        image_size=64,
+        unseen_identities=10,
+        heldout_per_identity=2,
+        verification_pairs=400,
+    ),
+    gen=GenTrainConfig(
+        preset="tiny",
+        resolution=32,
+        batch_size=32,
+        steps=3000,
+        lr=0.01,
+        lr_ref_steps=2000,
+        checkpoint_every=250,
+        log_every=25,
+    ),
+    fr=_ORL_FR,
+    sample=SampleConfig(num_steps=12, batch_size=128),
+    repro=ReproConfig(images_per_identity=8),
+    grid=GridConfig(
+        alphas=(0.2, 0.5, 0.8, 1.1), betas=(0.2, 0.5, 0.8, 1.1), pairs=4, samples_per_cell=4
+    ),
+    generate=GenerateConfig(new_identities=30, images_per_identity=8, shard_identities=5),
+    seeds=(0, 1),
+)
+
+MICRO = PipelineConfig(
+    data=DataConfig(
+        source="orl",
+        image_size=32,
+        max_identities=8,
+        unseen_identities=2,
+        heldout_per_identity=2,
+        verification_pairs=40,
+    ),
+    gen=GenTrainConfig(
+        preset="micro",
+        resolution=16,
+        batch_size=16,
+        steps=24,
+        lr=0.01,
+        checkpoint_every=8,
+        log_every=4,
+    ),
+    fr=replace(
+        _ORL_FR,
+        width=8,
+        input_size=16,
+        embedding_size=32,
+        batch_size=16,
+        epochs=2,
+        warmup_epochs=0,
+        checkpoint_every=1,
+        augment=AugmentConfig(crop_prob=0.0, lowres_prob=0.0, photometric_prob=0.0),
+    ),
+    sample=SampleConfig(num_steps=3, batch_size=64),
+    repro=ReproConfig(images_per_identity=2),
+    grid=GridConfig(alphas=(0.5, 1.0), betas=(0.5, 1.0), pairs=2, samples_per_cell=2),
+    generate=GenerateConfig(new_identities=4, images_per_identity=3, shard_identities=2),
+    embed=EmbedConfig(batch_size=64),
+    eval=EvalConfig(fars=(1e-1,), min_impostors_per_far=1),
+    report=ReportConfig(mix_examples=3, images_per_example=3),
+    seeds=(0,),
+    progress=False,
+)
+
+CASIA_IR50 = PipelineConfig(
+    data=DataConfig(
+        source="recordio",
+        path="",
+        image_size=112,
+        unseen_identities=0,
+        heldout_per_identity=0,
+        min_images_per_identity=2,
+        drop_small_identities=True,
+    ),
+    gen=GenTrainConfig(
+        preset="edm2-img64-s",
+        resolution=112,
+        batch_size=256,
+        steps=200_000,
+        lr=0.010,
+        lr_ref_steps=35_000,
+        checkpoint_every=2000,
+        log_every=100,
+        snapshot_every=2000,
+    ),
+    fr=FRTrainConfig(),  # IR50 + AdaFace, 112 px, 26 epochs (the paper's recipe)
+    sample=SampleConfig(num_steps=32, batch_size=512),
+    repro=ReproConfig(images_per_identity=20),
+    grid=GridConfig(alphas=PAPER_GRID, betas=PAPER_GRID, pairs=16, samples_per_cell=16),
+    generate=GenerateConfig(
+        new_identities=10_000, images_per_identity=50, shard_identities=100, write_recordio=True
+    ),
+    embed=EmbedConfig(batch_size=512),
+    eval=EvalConfig(fars=(1e-4, 1e-3, 1e-2)),
+    seeds=(0,),
+    device="cuda",
+)
+
+PRESETS: dict[str, PipelineConfig] = {
+    "orl-tiny": ORL_TINY,
+    "micro": MICRO,
+    "casia-ir50": CASIA_IR50,
+}
+DEFAULT_PRESET = "orl-tiny"

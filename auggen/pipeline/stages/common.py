@@ -1,0 +1,87 @@
+"""Helpers the stages share: the generator as a uint8 sampler, M_orig as an embedder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from auggen.data.types import LabeledImages
+
+
+def fr_run_dir(stage_dir: Path, variant: str, seed: int) -> Path:
+    return Path(stage_dir) / variant / f"seed{seed}"
+
+
+def m_orig_dir(cfg, in_dirs) -> Path:
+    """M_orig: the baseline FR model of the first seed."""
+    return fr_run_dir(in_dirs["train_fr"], "baseline", cfg.seeds[0])
+
+
+def load_fr(run_dir: Path, device: str):
+    from auggen.recognition.train import load_backbone
+
+    return load_backbone(run_dir, device=device)
+
+
+def embedder(model, cfg):
+    """uint8 images -> L2-normalised flip-fused embeddings at the FR input size."""
+    from auggen.eval import extract_embeddings
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        return extract_embeddings(
+            model,
+            images,
+            batch_size=cfg.embed.batch_size,
+            flip=cfg.embed.flip,
+            device=cfg.device,
+            input_size=cfg.fr.input_size,
+        )
+
+    return embed
+
+
+def load_gen(in_dirs, device: str):
+    from auggen.generator.train import load_generator
+
+    return load_generator(Path(in_dirs["train_gen"]) / "model", device=device)
+
+
+def sampler(net, cfg):
+    """(conditions (M, L), seeds (M,)) -> uint8 images (M, 3, R, R) through the Heun sampler."""
+    from auggen.generator.sample import sample, to_uint8
+
+    s = cfg.sample
+
+    def sample_fn(conditions: torch.Tensor, seeds) -> torch.Tensor:
+        x = sample(
+            net,
+            conditions,
+            [int(v) for v in torch.as_tensor(seeds).tolist()],
+            num_steps=s.num_steps,
+            sigma_min=s.sigma_min,
+            sigma_max=s.sigma_max,
+            rho=s.rho,
+            guidance=s.guidance,
+            batch_size=s.batch_size,
+            solver=s.solver,
+        )
+        return to_uint8(x)
+
+    return sample_fn
+
+
+def fr_config(cfg, seed: int):
+    return dataclasses.replace(cfg.fr, seed=int(seed))
+
+
+def train_data_at(data: LabeledImages, size: int) -> LabeledImages:
+    """``data`` with square images of ``size`` (so real and generated sets can be joined)."""
+    from auggen.data import resize_images
+
+    if tuple(data.images.shape[-2:]) == (size, size):
+        return data
+    return LabeledImages(
+        resize_images(data.images, size), data.labels, data.names, data.num_classes
+    )

@@ -1,0 +1,111 @@
+"""Stage ``evaluate``: every FR model (baseline, +D_repro, +D_aug; every seed) on every benchmark.
+
+Writes metrics.csv (one row per model, seed, benchmark, metric) and summary.json (mean and
+std over seeds). Verification: 10-fold accuracy and TAR@FAR (only FARs with at least
+``eval.min_impostors_per_far`` impostor pairs per unit of FAR); identification: rank-1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from auggen.pipeline.stage import write_json
+from auggen.pipeline.stages.common import embedder, fr_run_dir, load_fr
+from auggen.pipeline.store import load, write_csv
+
+MODEL_LABELS = {"baseline": "D_orig", "repro": "D_orig + D_repro", "aug": "D_orig + D_aug"}
+
+
+def load_benchmarks(data_dir: Path) -> list[dict]:
+    benches = json.loads((data_dir / "benchmarks.json").read_text())
+    out = []
+    for b in benches:
+        if b["kind"] == "verification_bin":
+            from auggen.data import read_verification_bin
+
+            images, issame = read_verification_bin(b["file"])
+            n = len(issame)
+            t = {
+                "images": images,
+                "idx_a": torch.arange(0, 2 * n, 2),
+                "idx_b": torch.arange(1, 2 * n, 2),
+                "issame": torch.as_tensor(issame),
+            }
+            out.append({**b, "kind": "verification", "data": t})
+        else:
+            out.append({**b, "data": load(data_dir / b["file"])})
+    return out
+
+
+def evaluate_model(embed, bench: dict, cfg) -> dict[str, float]:
+    from auggen.eval import pair_scores, rank1_identification, tar_at_far, verification_accuracy
+
+    d = bench["data"]
+    if bench["kind"] == "identification":
+        acc = rank1_identification(
+            embed(d["probe"]), d["probe_labels"], embed(d["gallery"]), d["gallery_labels"]
+        )
+        return {"rank1": float(acc)}
+    feats = embed(d["images"])
+    scores = pair_scores(feats, d["idx_a"], d["idx_b"])
+    issame = torch.as_tensor(d["issame"]).bool()
+    mean, std = verification_accuracy(scores, issame, nfolds=cfg.eval.nfolds)
+    out = {"accuracy": float(mean), "accuracy_fold_std": float(std)}
+    n_imp = int((~issame).sum())
+    for far in cfg.eval.fars:
+        if far * n_imp >= cfg.eval.min_impostors_per_far:
+            out[f"tar@far={far:g}"] = float(tar_at_far(scores, issame, far))
+    return out
+
+
+def models(cfg, in_dirs):
+    yield "baseline", in_dirs["train_fr"]
+    for v in cfg.train_mix.variants:
+        yield v, in_dirs["train_mix"]
+
+
+def run(cfg, in_dirs, out_dir) -> None:
+    benches = load_benchmarks(in_dirs["data"])
+    rows = []
+    for variant, stage_dir in models(cfg, in_dirs):
+        for seed in cfg.seeds:
+            embed = embedder(load_fr(fr_run_dir(stage_dir, variant, seed), cfg.device), cfg)
+            for b in benches:
+                for metric, value in evaluate_model(embed, b, cfg).items():
+                    rows.append(
+                        {
+                            "model": variant,
+                            "seed": seed,
+                            "benchmark": b["name"],
+                            "metric": metric,
+                            "value": value,
+                        }
+                    )
+    write_csv(out_dir / "metrics.csv", rows)
+    write_json(out_dir / "summary.json", summarize(rows))
+    write_json(
+        out_dir / "benchmarks.json", [{k: v for k, v in b.items() if k != "data"} for b in benches]
+    )
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and population std over seeds for every (model, benchmark, metric)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["benchmark"], r["metric"])].append(float(r["value"]))
+    return [
+        {
+            "model": m,
+            "benchmark": b,
+            "metric": k,
+            "mean": float(np.mean(v)),
+            "std": float(np.std(v)),
+            "seeds": len(v),
+        }
+        for (m, b, k), v in groups.items()
+    ]

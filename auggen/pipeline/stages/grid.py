@@ -1,0 +1,63 @@
+"""Stage ``grid``: the (alpha, beta) grid search with M_orig features -> best.json.
+
+Outputs grid.csv, heatmap.png (m_s, m_d, m_total), best.json, preview.png (pair 0, sample 0
+across the grid, its two sources on the left) and stats.json (images/s, seconds per cell).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
+from auggen.pipeline.faults import fault_point
+from auggen.pipeline.figures import montage, save_png
+from auggen.pipeline.stage import write_json
+from auggen.pipeline.stages.common import embedder, load_fr, load_gen, m_orig_dir, sampler
+from auggen.pipeline.store import load_images
+
+
+def run(cfg, in_dirs, out_dir) -> None:
+    real = load_images(in_dirs["data"] / "train.pt")
+    embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
+    net = load_gen(in_dirs, cfg.device)
+    real_feats = embed(real.images)
+    t0 = time.perf_counter()
+    res = grid_search(
+        sampler(net, cfg),
+        embed,
+        real_feats,
+        real.labels,
+        net.label_dim,
+        cfg.grid,
+        state_path=out_dir / "grid_state.json",
+        progress=cfg.progress,
+        after_row=lambda a: fault_point("grid", a),
+    )
+    wall = time.perf_counter() - t0
+    write_grid_csv(out_dir / "grid.csv", res.rows)
+    write_best(out_dir / "best.json", res.rows, res.pairs)
+    plot_heatmaps(out_dir / "heatmap.png", res.rows)
+    cells = len(res.rows)
+    images = cells * cfg.grid.pairs * cfg.grid.samples_per_cell
+    write_json(
+        out_dir / "stats.json",
+        {
+            "cells": cells,
+            "images": images,
+            "wall_s_this_attempt": wall,
+            "images_per_s": images / wall if wall > 0 else None,
+            "s_per_cell": wall / cells,
+            "sampler_steps": cfg.sample.num_steps,
+        },
+    )
+    if res.preview is not None:
+        i, j = res.pairs[0]
+        src = [real.images[real.labels == i][0], real.images[real.labels == j][0]]
+        size = res.preview.shape[-1]
+        from auggen.data import resize_images
+
+        src = list(resize_images(torch.stack(src), size))
+        rows = [[src[0], src[1]] + list(res.preview[a]) for a in range(len(res.preview))]
+        save_png(montage(rows), out_dir / "preview.png", scale=2)

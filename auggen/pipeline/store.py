@@ -1,0 +1,68 @@
+"""How stages hand tensors to each other: atomic torch files and LabeledImages bundles."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import torch
+
+from auggen.data.types import LabeledImages
+
+
+def save_atomic(obj, path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def save_images(data: LabeledImages, path) -> None:
+    save_atomic(
+        {
+            "images": data.images,
+            "labels": data.labels,
+            "names": list(data.names),
+            "num_classes": data.num_classes,
+        },
+        path,
+    )
+
+
+def load_images(path) -> LabeledImages:
+    d = load(path)
+    return LabeledImages(d["images"], d["labels"], d["names"], d["num_classes"])
+
+
+def concat(parts: list[LabeledImages], num_classes: int) -> LabeledImages:
+    """One set from several with the same image size (labels kept as they are)."""
+    sizes = {tuple(p.images.shape[1:]) for p in parts}
+    if len(sizes) != 1:
+        raise ValueError(f"cannot concatenate image sets of different shapes {sorted(sizes)}")
+    return LabeledImages(
+        torch.cat([p.images for p in parts]),
+        torch.cat([p.labels for p in parts]),
+        [n for p in parts for n in (p.names or [""] * len(p))],
+        num_classes,
+    )
+
+
+def write_csv(path, rows: list[dict]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    keys = list(rows[0]) if rows else []
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
