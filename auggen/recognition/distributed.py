@@ -61,3 +61,14 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def cleanup(info: DistInfo) -> None:
     if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BN running stats, AdaFace EMAs) to every rank.
+
+    DDP syncs buffers at the start of each forward, so after the last step of an epoch each
+    rank holds its own update; this makes the ranks agree before anything is saved.
+    """
+    if info.enabled:
+        for b in module.buffers():
+            dist.broadcast(b, src=0)

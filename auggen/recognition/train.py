@@ -286,6 +286,7 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
             bar.update()
         bar.close()
         D.all_reduce_sum(totals, info)
+        D.broadcast_buffers(model, info)
         seconds = time.perf_counter() - t0
         history.append(
             {

@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from auggen.data.types import LabeledImages
+
+
+def toy_faces(num_classes=4, per_class=16, size=32, seed=0) -> LabeledImages:
+    """Separable toy set: each class a random 8x8 colour pattern (upsampled) plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(num_classes, 3, 8, 8, generator=g)
+    protos = torch.nn.functional.interpolate(protos, size, mode="nearest")
+    imgs = protos.repeat_interleave(per_class, 0)
+    imgs = imgs + 0.1 * torch.randn(imgs.shape, generator=g)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    return LabeledImages((imgs.clamp(0, 1) * 255).to(torch.uint8), labels)
+
+
+@pytest.fixture
+def toy():
+    return toy_faces()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These models are tiny: on a shared 2-core machine two intra-op threads mostly wait on
+    # each other (measured ~10x slower per step under load), so run the tests single-threaded.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

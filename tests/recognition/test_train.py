@@ -1,0 +1,129 @@
+import json
+
+import pytest
+import torch
+
+from auggen.data.types import LabeledImages
+from auggen.recognition import train as train_mod
+from auggen.recognition.augment import AugmentConfig
+from auggen.recognition.schedule import LRSchedule
+from auggen.recognition.train import FRTrainConfig, load_backbone, train_fr
+
+TINY = dict(backbone="ir18", width=8, input_size=32, embedding_size=32, batch_size=16)
+
+
+def tiny(**kw) -> FRTrainConfig:
+    return FRTrainConfig(**{**TINY, "milestones": (), **kw})
+
+
+def test_tiny_model_learns_separable_toy_problem(toy, tmp_path):
+    cfg = tiny(epochs=6, lr=0.1, augment=AugmentConfig(crop_prob=0, lowres_prob=0))
+    net = train_fr(cfg, toy, tmp_path, progress=False)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert history[-1]["loss"] < 0.3 * history[0]["loss"]
+    assert history[-1]["acc"] > 0.5  # margin-penalised logits: a pessimistic accuracy
+    assert not net.training
+    # Embeddings of the (unaugmented) training images separate the classes.
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(net(train_mod.to_model_input(toy.images)), dim=1)
+    centroids = torch.stack([feats[toy.labels == c].mean(0) for c in range(4)])
+    pred = (feats @ centroids.T).argmax(1)
+    assert (pred == toy.labels).float().mean() > 0.9
+
+
+def test_outputs_and_load_backbone(toy, tmp_path):
+    cfg = tiny(epochs=2, head="cosface", schedule="cosine", warmup_epochs=1)
+    net = train_fr(cfg, toy, tmp_path, progress=False)
+    for name in (
+        "config.json",
+        "checkpoint.pt",
+        "history.json",
+        "history.csv",
+        "model.safetensors",
+    ):
+        assert (tmp_path / name).exists(), name
+    assert not list(tmp_path.glob("*.tmp"))
+    csv = (tmp_path / "history.csv").read_text().splitlines()
+    assert csv[0].startswith("epoch,step,loss,acc,lr") and len(csv) == 3
+    loaded = load_backbone(tmp_path)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    assert FRTrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == cfg
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_is_exact(toy, tmp_path, monkeypatch):
+    # Default augmentation on, partial FC on, AdaFace statistics and momentum in play.
+    cfg = tiny(epochs=3, partial_fc_rate=0.5, warmup_epochs=1, milestones=(2,), lr=0.05)
+    full = train_fr(cfg, toy, tmp_path / "full", progress=False)
+
+    save = train_mod._save_checkpoint
+    calls = []
+
+    def save_then_die(*args):
+        save(*args)
+        calls.append(1)
+        raise Interrupted
+
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        train_fr(cfg, toy, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save)
+    assert calls == [1] and not (tmp_path / "resumed" / "model.safetensors").exists()
+    resumed = train_fr(cfg, toy, tmp_path / "resumed", progress=False)
+
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=k)
+    ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    cb = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    torch.testing.assert_close(ca["head"], cb["head"], rtol=1e-6, atol=1e-7)
+    assert [h["loss"] for h in ca["history"]] == pytest.approx([h["loss"] for h in cb["history"]])
+    # A finished run resumes to a no-op; another config in the same folder is refused.
+    train_fr(cfg, toy, tmp_path / "resumed", progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        train_fr(tiny(epochs=3, lr=0.2), toy, tmp_path / "resumed", progress=False)
+
+
+def test_workers_give_the_same_batches(toy, tmp_path):
+    cfg = tiny(epochs=1, partial_fc_rate=0.5)
+    a = train_fr(cfg, toy, tmp_path / "a", progress=False)
+    b = train_fr(
+        FRTrainConfig(**{**cfg.to_dict(), "augment": cfg.augment, "num_workers": 1}),
+        toy,
+        tmp_path / "b",
+        progress=False,
+    )
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_data_and_config_errors(toy, tmp_path):
+    gap = LabeledImages(toy.images, toy.labels, num_classes=6)
+    with pytest.raises(ValueError, match="no images"):
+        train_fr(tiny(), gap, tmp_path)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_fr(tiny(batch_size=128), toy, tmp_path)
+    with pytest.raises(ValueError, match="amp"):
+        tiny(amp="fp8")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        train_fr(tiny(input_size=30), toy, tmp_path)
+    with pytest.raises(ValueError, match="schedule"):
+        train_fr(tiny(schedule="linear"), toy, tmp_path)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_backbone(tmp_path / "nothing")
+
+
+def test_lr_schedule():
+    step = LRSchedule(0.1, total_steps=100, warmup_steps=10, kind="step", milestones=(50, 80))
+    assert step(0) == pytest.approx(0.01) and step(9) == pytest.approx(0.1)
+    assert step(49) == pytest.approx(0.1) and step(50) == pytest.approx(0.01)
+    assert step(80) == pytest.approx(0.001)
+    cos = LRSchedule(0.1, total_steps=110, warmup_steps=10, kind="cosine")
+    assert cos(10) == pytest.approx(0.1) and cos(60) == pytest.approx(0.05)
+    assert cos(110) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="milestones"):
+        LRSchedule(0.1, 10, milestones=(5, 2))
