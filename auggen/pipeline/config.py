@@ -122,6 +122,10 @@ class PipelineConfig:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(d, name)}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if d.unseen_identities == 1:
+            raise ValueError(
+                "data.unseen_identities must be 0 or >= 2 (verification needs impostor pairs)"
+            )
         if not self.seeds:
             raise ValueError("seeds must name at least one FR training seed")
         if len(set(self.seeds)) != len(self.seeds):

@@ -95,7 +95,7 @@ def run_stage(
     """Run (or resume) one stage in ``out_dir`` and mark it DONE; returns wall seconds."""
     out_dir = Path(out_dir)
     state = stage_state(out_dir, fp)
-    if state == "stale":
+    if state == "stale":  # the driver sets finished results aside first
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = 0.0

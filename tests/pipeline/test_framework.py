@@ -132,3 +132,24 @@ def test_fault_point(monkeypatch):
     monkeypatch.setenv(ENV, "x:1")
     with pytest.raises(SimulatedCrash, match="'x' after step 1"):
         fault_point("x", 1)
+
+
+def test_failed_rerun_keeps_the_finished_result(tmp_path, monkeypatch):
+    log = []
+    reg = _toy_registry(log)
+    run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
+    token = (tmp_path / "first" / DONE).read_text()
+    monkeypatch.setenv(ENV, "first:0")
+    with pytest.raises(SimulatedCrash):
+        run_pipeline(apply_set(Toy(), "a.n=6"), tmp_path, reg, log=lambda s: None)
+    monkeypatch.delenv(ENV)
+    assert (tmp_path / ".replaced" / "first" / DONE).read_text() == token
+    # Back to the old config: the finished result comes back, nothing reruns.
+    status = run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
+    assert status == {"first": "restored", "second": "skipped"}
+    assert (tmp_path / "first" / DONE).read_text() == token
+    assert log == ["first", "second", "first"]
+    # A successful rerun drops the set-aside copy.
+    run_pipeline(apply_set(Toy(), "a.n=6"), tmp_path, reg, log=lambda s: None)
+    assert not (tmp_path / ".replaced" / "first").exists()
+    assert (tmp_path / "second" / "out.txt").read_text() == "15.0x"

@@ -36,14 +36,7 @@ def load_source(d) -> LabeledImages:
         return read_image_folder(path, size=size, on_error=d.on_error)
     from auggen.data import read_recordio
 
-    data = read_recordio(d.path)
-    if size is not None and tuple(data.images.shape[-2:]) != (size, size):
-        from auggen.data import resize_images
-
-        data = LabeledImages(
-            resize_images(data.images, size), data.labels, data.names, data.num_classes
-        )
-    return data
+    return read_recordio(d.path, size=size, on_error=d.on_error)
 
 
 def relabel(data: LabeledImages, keep: list[int]) -> LabeledImages:

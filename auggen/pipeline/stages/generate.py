@@ -38,6 +38,18 @@ def mixing_weights(cfg, in_dirs) -> tuple[float, float, str]:
     return best["alpha"], best["beta"], "grid search best.json"
 
 
+def image_names(manifest: list[dict], num_classes: int) -> list[str]:
+    """Paths inside the stage folder, as ``write_image_folder`` names them (label, counter)."""
+    width = max(5, len(str(num_classes - 1)))
+    counters: dict[int, int] = {}
+    out = []
+    for r in manifest:
+        k = counters.get(r["label"], 0)
+        counters[r["label"]] = k + 1
+        out.append(f"images/{r['label']:0{width}d}/{k:06d}.png")
+    return out
+
+
 def run(cfg, in_dirs, out_dir) -> None:
     g = cfg.generate
     real = load_images(in_dirs["data"] / "train.pt")
@@ -68,22 +80,18 @@ def run(cfg, in_dirs, out_dir) -> None:
                 "alpha": alpha,
                 "beta": beta,
                 "seed": int(sd),
-                "file": f"images/{n_orig + int(n):06d}/{int(sd)}.png",
             }
             for n, sd in zip(rows, seeds)
         ]
         save_atomic({"images": images, "labels": n_orig + rows, "manifest": manifest}, path)
         fault_point("generate", s)
     shards = [load(shard_dir / f"shard{s:05d}.pt") for s in range(n_shards)]
-    manifest = [r for sh in shards for r in sh["manifest"]]
     total = n_orig + g.new_identities
-    aug = concat(
-        [
-            LabeledImages(sh["images"], sh["labels"], [r["file"] for r in sh["manifest"]], total)
-            for sh in shards
-        ],
-        total,
-    )
+    manifest = [r for sh in shards for r in sh["manifest"]]
+    for r, name in zip(manifest, image_names(manifest, total)):
+        r["file"] = name
+    aug = concat([LabeledImages(sh["images"], sh["labels"], [], total) for sh in shards], total)
+    aug.names = [r["file"] for r in manifest]
     save_images(aug, out_dir / "aug.pt")
     write_csv(out_dir / "manifest.csv", manifest)
     write_json(
