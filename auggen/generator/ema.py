@@ -112,4 +112,6 @@ class PowerFunctionEMA:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for i, ema in enumerate(self.emas):
             prefix = f"ema{i}."
-            ema.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+            ema.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )

@@ -156,10 +156,16 @@ class Block(nn.Module):
         self.emb_linear = MPConv(emb_channels, out_channels, [], **conv)
         self.conv_res1 = MPConv(out_channels, out_channels, [3, 3], **conv)
         self.conv_skip = (
-            MPConv(in_channels, out_channels, [1, 1], **conv) if in_channels != out_channels else None
+            MPConv(in_channels, out_channels, [1, 1], **conv)
+            if in_channels != out_channels
+            else None
         )
-        self.attn_qkv = MPConv(out_channels, out_channels * 3, [1, 1], **conv) if self.num_heads else None
-        self.attn_proj = MPConv(out_channels, out_channels, [1, 1], **conv) if self.num_heads else None
+        self.attn_qkv = (
+            MPConv(out_channels, out_channels * 3, [1, 1], **conv) if self.num_heads else None
+        )
+        self.attn_proj = (
+            MPConv(out_channels, out_channels, [1, 1], **conv) if self.num_heads else None
+        )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         be = self.backend

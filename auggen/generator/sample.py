@@ -97,7 +97,9 @@ def _solve(denoise, x, cond, steps: torch.Tensor, solver: str) -> torch.Tensor:
         d = (x - denoise(x.to(torch.float32), t_cur.to(torch.float32), cond)) / t_cur
         x_next = x + (t_next - t_cur) * d
         if solver == "heun" and i < n - 1:  # the final step to t = 0 stays Euler
-            d2 = (x_next - denoise(x_next.to(torch.float32), t_next.to(torch.float32), cond)) / t_next
+            d2 = (
+                x_next - denoise(x_next.to(torch.float32), t_next.to(torch.float32), cond)
+            ) / t_next
             x_next = x + (t_next - t_cur) * 0.5 * (d + d2)
         x = x_next
     return x
@@ -145,9 +147,7 @@ def sample(
         gnet = torch.compile(gnet, mode="reduce-overhead") if gnet is not None else None
     denoise = _guided(net, gnet, float(guidance))
     ctx = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if autocast
-        else contextlib.nullcontext()
+        torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     )
     m = len(seeds)
     bs = batch_size or max(m, 1)

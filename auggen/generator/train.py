@@ -174,8 +174,10 @@ def _check_resume(meta: dict, state: dict, out_dir) -> None:
 def _write_history(out_dir: Path, history: list[dict]) -> None:
     atomic_write_json(out_dir / "history.json", history)
     lines = ["step,kimg,loss,lr,img_per_s"]
-    lines += [f"{h['step']},{h['kimg']:.3f},{h['loss']:.6f},{h['lr']:.6g},{h['img_per_s']:.2f}"
-              for h in history]
+    lines += [
+        f"{h['step']},{h['kimg']:.3f},{h['loss']:.6f},{h['lr']:.6g},{h['img_per_s']:.2f}"
+        for h in history
+    ]
     atomic_write_bytes(out_dir / "history.csv", ("\n".join(lines) + "\n").encode())
 
 
@@ -204,7 +206,9 @@ def train_generator(
     images = prepare_images(data.images, cfg.resolution)
     onehot = F.one_hot(data.labels, label_dim).to(torch.float32) if label_dim else None
     torch.manual_seed(cfg.seed)
-    net = build_unet(cfg.preset, cfg.resolution, label_dim, meta["img_channels"], **meta["overrides"])
+    net = build_unet(
+        cfg.preset, cfg.resolution, label_dim, meta["img_channels"], **meta["overrides"]
+    )
     net = net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
     ema = PowerFunctionEMA(net, cfg.ema_stds)
@@ -235,9 +239,14 @@ def train_generator(
             tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
             tensors.update(ema.state_dict())
             tensors.update(opt_t)
-            state = dict(meta, config=_jsonable(cfg), optimizer=opt_meta, history=history,
-                         ema_stds=list(cfg.ema_stds),
-                         rng={"scheme": "SeedSequence([seed, step]) per step", "seed": cfg.seed})
+            state = dict(
+                meta,
+                config=_jsonable(cfg),
+                optimizer=opt_meta,
+                history=history,
+                ema_stds=list(cfg.ema_stds),
+                rng={"scheme": "SeedSequence([seed, step]) per step", "seed": cfg.seed},
+            )
             save_checkpoint(out_dir, step, tensors, state, keep=cfg.keep_checkpoints)
             _write_history(out_dir, history)
         if world > 1:
@@ -272,15 +281,25 @@ def train_generator(
         if step % cfg.log_every == 0 or step == total:
             dt = time.perf_counter() - t0
             rate = n_acc * cfg.batch_size / max(dt, 1e-9)
-            history.append(dict(step=step, kimg=step * cfg.batch_size / 1000,
-                                loss=loss_acc / n_acc, lr=lr, img_per_s=rate))
+            history.append(
+                dict(
+                    step=step,
+                    kimg=step * cfg.batch_size / 1000,
+                    loss=loss_acc / n_acc,
+                    lr=lr,
+                    img_per_s=rate,
+                )
+            )
             bar.set_postfix(loss=f"{loss_acc / n_acc:.4f}", img_s=f"{rate:.1f}")
             loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
         bar.update(1)
         if cfg.snapshot_every and step % cfg.snapshot_every == 0 and rank == 0:
             snap = {k: v for k, v in ema.state_dict().items()}
-            atomic_save_tensors(out_dir / "ema_snapshots" / f"ema-{step:08d}.safetensors", snap,
-                                {"step": str(step), "stds": ",".join(map(str, cfg.ema_stds))})
+            atomic_save_tensors(
+                out_dir / "ema_snapshots" / f"ema-{step:08d}.safetensors",
+                snap,
+                {"step": str(step), "stds": ",".join(map(str, cfg.ema_stds))},
+            )
         if step % cfg.checkpoint_every == 0 or step == total:
             checkpoint(step)
     bar.close()

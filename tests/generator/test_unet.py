@@ -16,8 +16,13 @@ def _count(m):
         ("edm2-img64-s", 64, 1000, {}, 280_209_381),
         ("edm2-img64-m", 64, 1000, {}, 497_803_173),
         ("edm2-img64-s", 112, 10572, {}, 287_560_677),
-        ("edm2-img64-s", 32, 40, dict(model_channels=32, num_blocks=1, attn_resolutions=(16, 8)),
-         4_160_629),
+        (
+            "edm2-img64-s",
+            32,
+            40,
+            dict(model_channels=32, num_blocks=1, attn_resolutions=(16, 8)),
+            4_160_629,
+        ),
     ],
 )
 def test_parameter_counts_match_edm2(preset, res, labels, over, want):
@@ -31,8 +36,12 @@ def test_names_follow_edm2():
     with torch.device("meta"):
         net = build_unet("edm2-img64-s", 64, 1000)
     names = [n for n, _ in net.named_parameters()]
-    assert names[:4] == ["unet.out_gain", "unet.emb_noise.weight", "unet.emb_label.weight",
-                         "unet.enc.64x64_conv.weight"]
+    assert names[:4] == [
+        "unet.out_gain",
+        "unet.emb_noise.weight",
+        "unet.emb_label.weight",
+        "unet.enc.64x64_conv.weight",
+    ]
     assert names[-1] == "logvar_linear.weight"
     for key in ("64x64_block0", "32x32_down", "8x8_block2"):
         assert key in net.unet.enc
@@ -41,8 +50,10 @@ def test_names_follow_edm2():
     assert net.unet.enc["16x16_block0"].num_heads == 576 // 64
     assert net.unet.enc["32x32_block0"].num_heads == 0
     assert [n for n, _ in net.named_buffers()] == [
-        "unet.emb_fourier.freqs", "unet.emb_fourier.phases",
-        "logvar_fourier.freqs", "logvar_fourier.phases",
+        "unet.emb_fourier.freqs",
+        "unet.emb_fourier.phases",
+        "logvar_fourier.freqs",
+        "logvar_fourier.phases",
     ]
 
 
