@@ -15,8 +15,9 @@ MP_SILU_GAIN = 0.596  # ~ sqrt(E[silu(z)^2]) for z ~ N(0, 1)
 
 
 def pixel_norm_ref(x: torch.Tensor, dim: int = 1, eps: float = 1e-4) -> torch.Tensor:
-    """EDM2 ``normalize``: x / (eps + ||x||_2 / sqrt(C)) along ``dim``, norm in fp32."""
-    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
+    """EDM2 ``normalize``: x / (eps + ||x||_2 / sqrt(C)) along ``dim``, norm in fp32 (or fp64)."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=acc)
     norm = torch.add(eps, norm, alpha=1.0 / math.sqrt(max(x.shape[dim], 1)))
     return x / norm.to(x.dtype)
 
