@@ -8,14 +8,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+from auggen.data.transforms import resize_images
+
 FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}
 
 
-def decode_image(data: bytes | np.ndarray, what: str = "<bytes>") -> torch.Tensor:
+def decode_image(
+    data: bytes | np.ndarray, what: str = "<bytes>", size: int | None = None
+) -> torch.Tensor:
     """Encoded bytes (or a uint8 array of them, as cv2.imencode gives) -> uint8 (3, H, W) RGB.
 
     A standard decoder gives RGB even for insightface files: cv2.imencode takes BGR pixels
-    and writes an ordinary JPEG. Raises ValueError naming ``what`` on undecodable data.
+    and writes an ordinary JPEG. ``size`` resizes right away (square, see ``resize_images``),
+    so large sets never hold every full-size image. Raises ValueError naming ``what`` on
+    undecodable data.
     """
     if isinstance(data, np.ndarray):
         data = data.tobytes()
@@ -24,17 +30,18 @@ def decode_image(data: bytes | np.ndarray, what: str = "<bytes>") -> torch.Tenso
             arr = np.asarray(img.convert("RGB"))
     except Exception as e:  # PIL raises several types for corrupt data
         raise ValueError(f"{what}: cannot decode image ({type(e).__name__}: {e})") from e
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    x = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return x if size is None else resize_images(x[None], size)[0]
 
 
-def load_image_file(path) -> torch.Tensor:
+def load_image_file(path, size: int | None = None) -> torch.Tensor:
     """Read and decode one image file -> uint8 (3, H, W) RGB; errors name the file."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e})") from e
-    return decode_image(raw, str(path))
+    return decode_image(raw, str(path), size)
 
 
 def encode_image(image: torch.Tensor, fmt: str = "jpeg", quality: int = 95) -> bytes:
@@ -51,11 +58,7 @@ def encode_image(image: torch.Tensor, fmt: str = "jpeg", quality: int = 95) -> b
 
 
 def stack_images(images: list[torch.Tensor], size: int | None, what: str) -> torch.Tensor:
-    """Stack decoded images, resizing each to ``size`` first when given."""
-    from auggen.data.transforms import resize_images
-
-    if size is not None:
-        images = [resize_images(x[None], size)[0] for x in images]
+    """Stack decoded images (already resized to ``size`` when that is given)."""
     shapes = {tuple(x.shape) for x in images}
     if len(shapes) > 1:
         raise ValueError(

@@ -45,7 +45,7 @@ def read_image_folder(
 
     def load(p):
         try:
-            return load_image_file(p), None
+            return load_image_file(p, size), None
         except ValueError as e:
             if on_error == "raise":
                 raise

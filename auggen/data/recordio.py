@@ -11,6 +11,7 @@ flag = k > 0 the header's label is 0 and k float32 labels follow. The .idx file 
 
 from __future__ import annotations
 
+import mmap
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -114,14 +115,19 @@ def read_index(idx_path: Path) -> dict[int, int]:
 
 
 def read_recordio(
-    prefix_or_path, size: int | None = None, on_error: str = "raise"
+    prefix_or_path,
+    size: int | None = None,
+    on_error: str = "raise",
+    max_classes: int | None = None,
 ) -> LabeledImages:
     """Read an insightface train.rec/.idx (a folder, a prefix, or the .rec path).
 
-    Images are decoded to RGB (see ``decode_image``); labels come from each image header
-    (label[0] when it holds several). ``on_error="skip"`` skips undecodable images and lists
-    them in ``report["skipped"]``. Labels are kept as stored (``num_classes`` = max + 1, or
-    the identity count of the meta record when larger).
+    Images are decoded to RGB (see ``decode_image``) and resized to ``size`` as they are read;
+    labels come from each image header (label[0] when it holds several). ``max_classes``
+    keeps only labels below it (e.g. the first 1000 identities of a large set).
+    ``on_error="skip"`` skips undecodable images and lists them in ``report["skipped"]``.
+    Labels are kept as stored: ``num_classes`` = max label + 1, or the identity count of the
+    meta record when larger (capped at ``max_classes``). The file is memory-mapped.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -131,32 +137,38 @@ def read_recordio(
     if not idx.is_file():
         raise FileNotFoundError(f"{rec}: no .idx beside it ({idx.name})")
     index = read_index(idx)
-    buf = memoryview(rec.read_bytes())
-    keys = sorted(index)
-    num_ids = None
-    if 0 in index:
-        head, _ = unpack_payload(read_record(buf, index[0], str(rec))[0])
-        if head.flag > 0:
-            a, b = int(head.label[0]), int(head.label[1])
-            keys, num_ids = list(range(1, a)), b - a
-    images, labels, names, skipped = [], [], [], []
-    for key in keys:
-        if key not in index:
-            raise ValueError(f"{idx}: image key {key} missing from the index")
-        header, body = unpack_payload(read_record(buf, index[key], str(rec))[0])
-        label = header.label[0] if header.flag > 0 else header.label
-        try:
-            images.append(decode_image(body, f"{rec} key {key}"))
-        except ValueError as e:
-            if on_error == "raise":
-                raise
-            skipped.append((f"{rec}:{key}", str(e)))
-            continue
-        labels.append(int(label))
-        names.append(str(key))
+    if rec.stat().st_size == 0:
+        raise ValueError(f"{rec}: empty RecordIO file")
+    with open(rec, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        keys = sorted(index)
+        num_ids = 0
+        if 0 in index:
+            head, _ = unpack_payload(read_record(buf, index[0], str(rec))[0])
+            if head.flag > 0:
+                a, b = int(head.label[0]), int(head.label[1])
+                keys, num_ids = list(range(1, a)), b - a
+        images, labels, names, skipped = [], [], [], []
+        for key in keys:
+            if key not in index:
+                raise ValueError(f"{idx}: image key {key} missing from the index")
+            header, body = unpack_payload(read_record(buf, index[key], str(rec))[0])
+            label = int(header.label[0] if header.flag > 0 else header.label)
+            if max_classes is not None and label >= max_classes:
+                continue
+            try:
+                images.append(decode_image(body, f"{rec} key {key}", size))
+            except ValueError as e:
+                if on_error == "raise":
+                    raise
+                skipped.append((f"{rec}:{key}", str(e)))
+                continue
+            labels.append(label)
+            names.append(str(key))
     x = stack_images(images, size, str(rec))
     y = torch.tensor(labels, dtype=torch.long)
-    k = max(int(y.max()) + 1 if len(y) else 0, num_ids or 0)
+    k = max(int(y.max()) + 1 if len(y) else 0, num_ids)
+    if max_classes is not None:
+        k = min(k, max_classes)
     return LabeledImages(x, y, names, k, {"skipped": skipped})
 
 
@@ -166,7 +178,8 @@ def write_recordio(
     """Write ``data`` as insightface train.rec/.idx + ``property``; returns the .rec path.
 
     Images are written grouped by label (stable), as JPEG quality 95 by default (what
-    insightface writes; ``fmt="png"`` for lossless), under the record-0 meta layout.
+    insightface writes; ``fmt="png"`` for lossless), under the record-0 meta layout. The
+    .rec is streamed to a temporary file and renamed into place once complete.
     """
     rec, idx = _paths(prefix_or_path)
     rec.parent.mkdir(parents=True, exist_ok=True)
@@ -174,18 +187,23 @@ def write_recordio(
     labels = data.labels[order].tolist()
     n, k = len(labels), int(data.num_classes)
     a, b = n + 1, n + 1 + k
-    records = [(0, pack_payload(IRHeader(2, (a, b), 0, 1)))]
-    for key, (i, y) in enumerate(zip(order.tolist(), labels), start=1):
-        body = encode_image(data.images[i], fmt, quality)
-        records.append((key, pack_payload(IRHeader(0, float(y), key, 0), body)))
     starts = np.searchsorted(labels, np.arange(k + 1)) + 1  # image keys are 1-based
-    for c in range(k):
-        head = IRHeader(2, (float(starts[c]), float(starts[c + 1])), a + c, 0)
-        records.append((a + c, pack_payload(head)))
+
+    def payloads():
+        yield 0, pack_payload(IRHeader(2, (a, b), 0, 1))
+        for key, (i, y) in enumerate(zip(order.tolist(), labels), start=1):
+            body = encode_image(data.images[i], fmt, quality)
+            yield key, pack_payload(IRHeader(0, float(y), key, 0), body)
+        for c in range(k):
+            yield (
+                a + c,
+                pack_payload(IRHeader(2, (float(starts[c]), float(starts[c + 1])), a + c, 0)),
+            )
+
     offset, lines = 0, []
     tmp = rec.with_name(rec.name + ".tmp")
     with open(tmp, "wb") as f:
-        for key, payload in records:
+        for key, payload in payloads():
             framed = frame_record(payload)
             f.write(framed)
             lines.append(f"{key}\t{offset}\n")

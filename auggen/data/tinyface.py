@@ -38,7 +38,7 @@ def read_identification_split(root, split: str, size: int | None = None) -> Labe
     if not files:
         raise FileNotFoundError(f"{folder}: no images")
     labels = [-1 if split == "distractor" else _identity(p) for p in files]
-    images = stack_images([load_image_file(p) for p in files], size, str(folder))
+    images = stack_images([load_image_file(p, size) for p in files], size, str(folder))
     names = [str(p.relative_to(folder)) for p in files]
     k = max(max(labels) + 1, 0)
     return LabeledImages(images, torch.tensor(labels, dtype=torch.long), names, k)

@@ -39,9 +39,9 @@ def resize_images(
             images = center_crop_square(images)
         out_hw = (size, size)
     else:
-        out_hw = (int(size[0]), int(size[1]))
-        if len(size) != 2 or min(out_hw) <= 0:
+        if len(size) != 2 or min(size) <= 0:
             raise ValueError(f"size must be an int or a pair (h, w) of positive ints, got {size}")
+        out_hw = (int(size[0]), int(size[1]))
     if tuple(images.shape[-2:]) == out_hw:
         return images.contiguous()
     if len(images) == 0:

@@ -57,7 +57,7 @@ def read_verification_bin(path, size: int | None = None) -> tuple[torch.Tensor, 
         raise ValueError(
             f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 per pair)"
         )
-    images = [decode_image(b, f"{path}[{i}]") for i, b in enumerate(bins)]
+    images = [decode_image(b, f"{path}[{i}]", size) for i, b in enumerate(bins)]
     return stack_images(images, size, str(path)), issame
 
 

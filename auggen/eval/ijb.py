@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from auggen.data.image_codec import load_image_file
-from auggen.data.transforms import resize_images
 from auggen.eval.embeddings import extract_embeddings
 from auggen.eval.roc import IJB_FARS, tar_at_far_table
 
@@ -109,8 +108,9 @@ def evaluate_ijb(
     feats = []
     names = meta["image_names"]
     for start in range(0, len(names), chunk):
-        imgs = [load_image_file(folder / n) for n in names[start : start + chunk]]
-        imgs = torch.stack([resize_images(x[None], input_size)[0] for x in imgs])
+        imgs = torch.stack(
+            [load_image_file(folder / n, input_size) for n in names[start : start + chunk]]
+        )
         feats.append(extract_embeddings(model, imgs, batch_size, True, device, None, progress))
     uniq, tfeats = template_features(torch.cat(feats), meta["templates"], meta["medias"])
     scores = template_pair_scores(uniq, tfeats, meta["pairs"])

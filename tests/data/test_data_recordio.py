@@ -74,6 +74,8 @@ def test_write_read_png_exact_and_layout(tmp_path, as_prefix):
     assert head == IRHeader(2, (8.0, 11.0), 0, 1)
     ranges = [unpack_payload(read_record(buf, idx[k])[0])[0].label for k in (8, 9, 10)]
     assert ranges == [(1.0, 3.0), (3.0, 5.0), (5.0, 8.0)]
+    first_two = read_recordio(target, max_classes=2)
+    assert first_two.labels.tolist() == [0, 0, 1, 1] and first_two.num_classes == 2
 
 
 def test_jpeg_roundtrip_and_resize(tmp_path):
