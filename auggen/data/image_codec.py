@@ -19,7 +19,9 @@ def decode_image(
     """Encoded bytes (or a uint8 array of them, as cv2.imencode gives) -> uint8 (3, H, W) RGB.
 
     A standard decoder gives RGB even for insightface files: cv2.imencode takes BGR pixels
-    and writes an ordinary JPEG. ``size`` resizes right away (square, see ``resize_images``),
+    and writes an ordinary JPEG. (PIL's libjpeg may differ from OpenCV's decode by a grey
+    level here and there: IDCT and chroma upsampling are not bit-exact across decoders.)
+    ``size`` resizes right away (square, see ``resize_images``),
     so large sets never hold every full-size image. Raises ValueError naming ``what`` on
     undecodable data.
     """

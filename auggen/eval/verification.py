@@ -103,7 +103,7 @@ def make_verification_pairs(labels, num_pairs: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     n_gen = num_pairs // 2
     n_imp = num_pairs - n_gen
-    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
     pairs_per_class = counts * (counts - 1) // 2
     total_gen = int(pairs_per_class.sum())
