@@ -1,0 +1,192 @@
+"""Benchmark the EDM2 generator: training and sampling throughput (images/s) and peak memory.
+
+Modes: ``fused`` (auggen.ops default backend), ``reference`` (plain-PyTorch ops) and
+``compile`` (fused + torch.compile; sampling uses mode="reduce-overhead" on CUDA).
+
+- ``train``: one optimiser step (EDM2 loss, backward, Adam) on a random batch.
+- ``sample``: a whole Heun run (2N-1 evaluations) for a batch of mixed conditions.
+- ``train_generator``: the full loop (EMA, logging) for a few steps: the number a demo plans with.
+
+    python benchmarks/bench_generator.py --quick --device cpu \\
+        --csv benchmarks/results/generator_cpu.csv               # tiny/micro presets on CPU
+    python benchmarks/bench_generator.py                         # CUDA: edm2-img64-s too
+
+CSV rows: task, preset, resolution, mode, batch, num_steps, dtype, threads, device, ms_p20,
+ms_p50, ms_p80, img_per_s (from the median), peak_mem_mb, params.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import device_name, time_fn  # noqa: E402
+
+from auggen.data.types import LabeledImages  # noqa: E402
+from auggen.generator import build_unet, set_backend  # noqa: E402
+from auggen.generator.sample import sample  # noqa: E402
+from auggen.generator.train import GenTrainConfig, edm2_loss, train_generator  # noqa: E402
+
+FIELDS = [
+    "task", "preset", "resolution", "mode", "batch", "num_steps", "dtype", "threads", "device",
+    "ms_p20", "ms_p50", "ms_p80", "img_per_s", "peak_mem_mb", "params",
+]  # fmt: skip
+LABELS = 40
+
+
+def _reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
+
+
+def _net(preset, res, mode, device):
+    torch.manual_seed(0)
+    net = build_unet(preset, res, LABELS).to(device)
+    set_backend(net, "reference" if mode == "reference" else None)
+    return net
+
+
+def bench_train(preset, res, batch, mode, device, dtype, repeats):
+    net = _net(preset, res, mode, device).train()
+    fwd = torch.compile(net) if mode == "compile" else net
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.99))
+    y = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    labels = torch.eye(LABELS, device=device)[torch.arange(batch) % LABELS]
+    autocast = dtype == "bf16"
+
+    def step():
+        sigma = (torch.randn(batch, 1, 1, 1, device=device) * 1.6 - 0.8).exp()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = edm2_loss(fwd, y, labels, sigma, torch.randn_like(y), 0.5)
+        (loss.sum() / batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    _reset_peak(device)
+    t = time_fn(step, device, warmup=2, repeats=repeats)
+    return t, _peak_mb(device), sum(p.numel() for p in net.parameters())
+
+
+def bench_sample(preset, res, batch, mode, device, dtype, num_steps, repeats):
+    net = _net(preset, res, mode, device).eval()
+    g = torch.Generator().manual_seed(0)
+    i, j = torch.randint(LABELS, (2, batch), generator=g)
+    cond = 0.7 * torch.eye(LABELS)[i] + 0.5 * torch.eye(LABELS)[j]  # mixed conditions
+
+    def run():
+        sample(
+            net,
+            cond,
+            range(batch),
+            num_steps=num_steps,
+            autocast=dtype == "bf16",
+            compile=mode == "compile",
+        )
+
+    _reset_peak(device)
+    t = time_fn(run, device, warmup=1, repeats=repeats)
+    return t, _peak_mb(device), sum(p.numel() for p in net.parameters())
+
+
+def bench_loop(preset, res, batch, steps, device):
+    imgs = torch.randint(0, 256, (400, 3, res, res), dtype=torch.uint8)
+    data = LabeledImages(imgs, torch.arange(400) % LABELS)
+    cfg = GenTrainConfig(
+        preset=preset,
+        resolution=res,
+        batch_size=batch,
+        steps=steps,
+        log_every=steps,
+        checkpoint_every=10**9,
+    )
+    with tempfile.TemporaryDirectory() as d:
+        train_generator(
+            GenTrainConfig(**{**cfg.__dict__, "steps": 1}), data, d, device, progress=False
+        )  # warm-up (first-call overheads)
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        train_generator(cfg, data, d, device, progress=False)
+        dt = time.perf_counter() - t0
+    return dt
+
+
+def _row(task, preset, res, mode, batch, num_steps, dtype, device, t, peak, params):
+    return {
+        "task": task, "preset": preset, "resolution": res, "mode": mode, "batch": batch,
+        "num_steps": num_steps, "dtype": dtype, "threads": torch.get_num_threads(),
+        "device": device_name(device), "ms_p20": round(t.p20, 2), "ms_p50": round(t.p50, 2),
+        "ms_p80": round(t.p80, 2), "img_per_s": round(batch / (t.p50 / 1e3), 3),
+        "peak_mem_mb": round(peak, 1), "params": params,
+    }  # fmt: skip
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--csv", default=None)
+    ap.add_argument("--quick", action="store_true", help="few repeats, small configurations")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--modes", default="fused,reference,compile")
+    ap.add_argument("--num-steps", type=int, default=8, help="sampler steps (2N-1 evals)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rep = 3 if args.quick else 10
+    if device.type == "cuda":
+        configs = [("tiny", 32, 128, "bf16"), ("edm2-img64-s", 64, 64, "bf16")]
+    else:
+        configs = [("tiny", 32, 32, "fp32"), ("micro", 32, 32, "fp32")]
+    rows = []
+    for preset, res, batch, dtype in configs:
+        for mode in args.modes.split(","):
+            try:
+                t, peak, n = bench_train(preset, res, batch, mode, device, dtype, rep)
+                rows.append(_row("train", preset, res, mode, batch, "", dtype, device, t, peak, n))
+                print(rows[-1], flush=True)
+                sb = min(batch, 16) if device.type == "cpu" else batch
+                t, peak, n = bench_sample(
+                    preset, res, sb, mode, device, dtype, args.num_steps, max(2, rep // 3)
+                )
+                rows.append(
+                    _row("sample", preset, res, mode, sb, args.num_steps, dtype, device, t, peak, n)
+                )
+                print(rows[-1], flush=True)
+            except Exception as e:  # e.g. no compiler for torch.compile: report, keep going
+                print(f"skip {preset} {mode}: {type(e).__name__}: {e}", file=sys.stderr)
+        steps = 10 if args.quick else 50
+        dt = bench_loop(preset, res, batch, steps, device)
+        rate = steps * batch / dt
+        print(f"train_generator {preset} {res}px batch {batch}: {rate:.1f} img/s", flush=True)
+        rows.append({"task": "train_generator", "preset": preset, "resolution": res,
+                     "mode": "fused", "batch": batch, "num_steps": "", "dtype": dtype,
+                     "threads": torch.get_num_threads(), "device": device_name(device),
+                     "ms_p20": "", "ms_p50": round(dt / steps * 1e3, 2), "ms_p80": "",
+                     "img_per_s": round(rate, 3), "peak_mem_mb": round(_peak_mb(device), 1),
+                     "params": ""})  # fmt: skip
+    if args.csv:
+        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+        tmp = args.csv + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, args.csv)
+
+
+if __name__ == "__main__":
+    main()
