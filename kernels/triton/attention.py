@@ -11,12 +11,14 @@ to the block size. Products run in the input dtype with fp32 accumulation. No au
 ``auggen.ops.attention`` wraps these launchers into a differentiable custom op.
 """
 
+import contextlib
 import math
 import os
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -32,6 +34,12 @@ def _pixel_norm_rows(x, rsqrt_d, eps):
     norm = tl.sqrt(tl.sum(x * x, axis=1))
     r = eps + norm * rsqrt_d
     return x / r[:, None], r, norm
+
+
+@triton.jit
+def _pixel_normalize(x, rsqrt_d, eps):
+    """``_pixel_norm_rows`` without the saved statistics."""
+    return x / (eps + tl.sqrt(tl.sum(x * x, axis=1)) * rsqrt_d)[:, None]
 
 
 @triton.jit
@@ -78,7 +86,7 @@ def _mp_attention_fwd_kernel(
 
     q = _load_rows(Q + n * sq_n + h * sq_h, offs_m, offs_d, sq_l, sq_d, L, D)
     lo = DOT_DTYPE
-    qh, _, _ = _pixel_norm_rows(q.to(tl.float32), rsqrt_d, eps)
+    qh = _pixel_normalize(q.to(tl.float32), rsqrt_d, eps)
     qh = qh.to(lo)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -88,8 +96,8 @@ def _mp_attention_fwd_kernel(
         cols = start_n + offs_n
         k = _load_rows(k_base, cols, offs_d, sk_l, sk_d, L, D).to(tl.float32)
         v = _load_rows(v_base, cols, offs_d, sv_l, sv_d, L, D).to(tl.float32)
-        kh, _, _ = _pixel_norm_rows(k, rsqrt_d, eps)
-        vh, _, _ = _pixel_norm_rows(v, rsqrt_d, eps)
+        kh = _pixel_normalize(k, rsqrt_d, eps)
+        vh = _pixel_normalize(v, rsqrt_d, eps)
         # Scores in log2 units: exp2(s) == exp(q̂·k̂ / sqrt(D)).
         s = tl.dot(qh, tl.trans(kh.to(lo)), input_precision=PRECISION) * qk_scale
         s = tl.where(cols[None, :] < L, s, float("-inf"))
@@ -129,10 +137,11 @@ def _mp_attention_bwd_dkdv_kernel(
     do_base = DO + n * sdo_n + h * sdo_h
     bh_off = pid_bh.to(tl.int64) * L
 
-    k_raw = _load_rows(K + n * sk_n + h * sk_h, offs_n, offs_d, sk_l, sk_d, L, D)
+    k_base = K + n * sk_n + h * sk_h
+    v_base = V + n * sv_n + h * sv_h
     lo = DOT_DTYPE
-    k = k_raw.to(tl.float32)
-    v = _load_rows(V + n * sv_n + h * sv_h, offs_n, offs_d, sv_l, sv_d, L, D).to(tl.float32)
+    k = _load_rows(k_base, offs_n, offs_d, sk_l, sk_d, L, D).to(tl.float32)
+    v = _load_rows(v_base, offs_n, offs_d, sv_l, sv_d, L, D).to(tl.float32)
     kh, rk, nk = _pixel_norm_rows(k, rsqrt_d, eps)
     vh, rv, nv = _pixel_norm_rows(v, rsqrt_d, eps)
     kh_lo = kh.to(lo)
@@ -144,7 +153,7 @@ def _mp_attention_bwd_dkdv_kernel(
         rows = start_m + offs_m
         row_ok = rows < L
         q = _load_rows(q_base, rows, offs_d, sq_l, sq_d, L, D).to(tl.float32)
-        qh, _, _ = _pixel_norm_rows(q, rsqrt_d, eps)
+        qh = _pixel_normalize(q, rsqrt_d, eps)
         qh_lo = qh.to(lo)
         do = _load_rows(do_base, rows, offs_d, sdo_l, sdo_d, L, D).to(lo)
         lse = tl.load(LSE + bh_off + rows, mask=row_ok, other=0.0) * 1.4426950408889634
@@ -158,6 +167,9 @@ def _mp_attention_bwd_dkdv_kernel(
         ds = p * (dp - delta[:, None])
         dkh += tl.dot(tl.trans(ds.to(lo)), qh_lo, input_precision=PRECISION)
 
+    # Raw k, v are reloaded rather than kept live through the loop (register pressure).
+    k = _load_rows(k_base, offs_n, offs_d, sk_l, sk_d, L, D).to(tl.float32)
+    v = _load_rows(v_base, offs_n, offs_d, sv_l, sv_d, L, D).to(tl.float32)
     dk = _pixel_norm_rows_bwd(k, dkh * sm_scale, rk, nk, rsqrt_d)
     dv = _pixel_norm_rows_bwd(v, dvh, rv, nv, rsqrt_d)
     _store_rows(DK + bh_off * D, dk.to(DK.dtype.element_ty), offs_n, offs_d, D, L)
@@ -188,9 +200,9 @@ def _mp_attention_bwd_dq_kernel(
     bh_off = pid_bh.to(tl.int64) * L
     row_ok = offs_m < L
 
-    q_raw = _load_rows(Q + n * sq_n + h * sq_h, offs_m, offs_d, sq_l, sq_d, L, D)
+    q_base = Q + n * sq_n + h * sq_h
     lo = DOT_DTYPE
-    q = q_raw.to(tl.float32)
+    q = _load_rows(q_base, offs_m, offs_d, sq_l, sq_d, L, D).to(tl.float32)
     qh, rq, nq = _pixel_norm_rows(q, rsqrt_d, eps)
     qh_lo = qh.to(lo)
     do = _load_rows(DO + n * sdo_n + h * sdo_h, offs_m, offs_d, sdo_l, sdo_d, L, D).to(lo)
@@ -202,8 +214,8 @@ def _mp_attention_bwd_dq_kernel(
         cols = start_n + offs_n
         k = _load_rows(k_base, cols, offs_d, sk_l, sk_d, L, D).to(tl.float32)
         v = _load_rows(v_base, cols, offs_d, sv_l, sv_d, L, D).to(tl.float32)
-        kh, _, _ = _pixel_norm_rows(k, rsqrt_d, eps)
-        vh, _, _ = _pixel_norm_rows(v, rsqrt_d, eps)
+        kh = _pixel_normalize(k, rsqrt_d, eps)
+        vh = _pixel_normalize(v, rsqrt_d, eps)
         kh_lo = kh.to(lo)
         s = tl.dot(qh_lo, tl.trans(kh_lo), input_precision=PRECISION) * qk_scale
         p = tl.math.exp2(s - lse[:, None])
@@ -212,6 +224,7 @@ def _mp_attention_bwd_dq_kernel(
         ds = p * (dp - delta[:, None])
         dqh += tl.dot(ds.to(lo), kh_lo, input_precision=PRECISION)
 
+    q = _load_rows(q_base, offs_m, offs_d, sq_l, sq_d, L, D).to(tl.float32)
     dq = _pixel_norm_rows_bwd(q, dqh * sm_scale, rq, nq, rsqrt_d)
     _store_rows(DQ + bh_off * D, dq.to(DQ.dtype.element_ty), offs_m, offs_d, D, L)
 
@@ -231,33 +244,69 @@ def _dot_dtype(dtype: torch.dtype):
 
 
 def _precision(dtype: torch.dtype) -> str:
-    # fp32 inputs follow torch's TF32 switch, so the kernel agrees with torch matmuls.
-    if dtype == torch.float32 and not interpreting() and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    # fp32 inputs follow torch's TF32 switch, so the kernel agrees with torch matmuls; the
+    # setting does not matter for fp16/bf16 operands.
+    if dtype == torch.float32 and (interpreting() or not torch.backends.cuda.matmul.allow_tf32):
+        return "ieee"
+    return "tf32"
 
 
-def fwd_config(d: int) -> dict:
-    """Tile sizes and launch options for the forward (``BLOCK_D`` = padded head dim)."""
+def fwd_configs(d: int, dtype: torch.dtype) -> list[dict]:
+    """Candidate tiles for the forward, fastest first (``BLOCK_D`` = padded head dim).
+
+    The launcher takes the first that fits the GPU's shared memory and remembers it.
+    """
     bd = _block_d(d)
     if interpreting():
-        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=bd)
-    if bd <= 64:
-        return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=bd, num_warps=4, num_stages=3)
-    if bd <= 128:
-        return dict(BLOCK_M=128, BLOCK_N=32, BLOCK_D=bd, num_warps=8, num_stages=2)
-    return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=bd, num_warps=8, num_stages=1)
+        return [dict(BLOCK_M=32, BLOCK_N=16, BLOCK_D=bd)]  # M != N, as on GPUs
+    narrow = dtype != torch.float32  # 2-byte tiles: half the shared memory
+    cands = []
+    if bd <= 64 and narrow:
+        cands.append(dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3))
+    if bd <= 128 and narrow:
+        cands.append(dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2))
+    cands.append(dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2))
+    cands.append(dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1))
+    return [dict(c, BLOCK_D=bd) for c in cands]
 
 
-def bwd_config(d: int) -> dict:
+def bwd_configs(d: int, dtype: torch.dtype) -> list[dict]:
+    """Candidate tiles for the two backward kernels, fastest first."""
     bd = _block_d(d)
     if interpreting():
-        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=bd)
-    if bd <= 64:
-        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=bd, num_warps=4, num_stages=2)
+        return [dict(BLOCK_M=16, BLOCK_N=32, BLOCK_D=bd)]
+    narrow = dtype != torch.float32
+    cands = []
+    if bd <= 64 and narrow:
+        cands.append(dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2))
     if bd <= 128:
-        return dict(BLOCK_M=32, BLOCK_N=64, BLOCK_D=bd, num_warps=8, num_stages=1)
-    return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_D=bd, num_warps=8, num_stages=1)
+        cands.append(dict(BLOCK_M=32, BLOCK_N=64, num_warps=8 if bd > 64 else 4, num_stages=1))
+    cands.append(dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1))
+    cands.append(dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=1))
+    return [dict(c, BLOCK_D=bd) for c in cands]
+
+
+_CHOSEN: dict[tuple, int] = {}  # (kernel, D, dtype, device) -> index of the config that fits
+
+
+def _launch(kernel, grid_dim: str, length: int, heads: int, args, consts, configs, key) -> None:
+    """Launch ``kernel`` with the first of ``configs`` that the GPU can hold."""
+    first = _CHOSEN.get(key, 0) if len(configs) > 1 else 0
+    for i in range(first, len(configs)):
+        cfg = configs[i]
+        grid = (triton.cdiv(length, cfg[grid_dim]), heads)
+        try:
+            kernel[grid](*args, **consts, **cfg)
+        except OutOfResources:
+            continue
+        _CHOSEN[key] = i
+        return
+    raise RuntimeError(f"{kernel.fn.__name__}: no tile configuration fits this GPU, key {key}")
+
+
+def _device_of(x: torch.Tensor):
+    """Launch on x's GPU, not the current one."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 def _scales(d: int) -> tuple[float, float, float]:
@@ -274,14 +323,14 @@ def mp_attention_fwd(
     lse = torch.empty((n, h, length), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse.fill_(float("-inf"))
-    cfg = config or fwd_config(d)
+    configs = [config] if config else fwd_configs(d, q.dtype)
     rsqrt_d, qk_scale, _ = _scales(d)
-    grid = (triton.cdiv(length, cfg["BLOCK_M"]), n * h)
-    _mp_attention_fwd_kernel[grid](
-        q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(),
-        h, length, d, rsqrt_d, eps, qk_scale, PRECISION=_precision(q.dtype),
-        DOT_DTYPE=_dot_dtype(q.dtype), **cfg,
-    )  # fmt: skip
+    args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride())
+    args += (h, length, d, rsqrt_d, eps, qk_scale)
+    consts = dict(PRECISION=_precision(q.dtype), DOT_DTYPE=_dot_dtype(q.dtype))
+    key = ("fwd", d, q.dtype, q.device)
+    with _device_of(q):
+        _launch(_mp_attention_fwd_kernel, "BLOCK_M", length, n * h, args, consts, configs, key)
     return out, lse
 
 
@@ -312,18 +361,21 @@ def mp_attention_bwd(
         delta = delta - dlse.float()
     delta = delta.contiguous()
     lse = lse.contiguous()
-    cfg = config or bwd_config(d)
+    configs = [config] if config else bwd_configs(d, q.dtype)
     rsqrt_d, qk_scale, sm_scale = _scales(d)
+    inputs = (q, k, v, do, lse, delta)
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
     scalars = (h, length, d, rsqrt_d, eps, qk_scale, sm_scale)
-    prec = _precision(q.dtype)
-    dot = _dot_dtype(q.dtype)
-    grid_n = (triton.cdiv(length, cfg["BLOCK_N"]), n * h)
-    _mp_attention_bwd_dkdv_kernel[grid_n](
-        q, k, v, do, lse, delta, dk, dv, *strides, *scalars, PRECISION=prec, DOT_DTYPE=dot, **cfg
-    )
-    grid_m = (triton.cdiv(length, cfg["BLOCK_M"]), n * h)
-    _mp_attention_bwd_dq_kernel[grid_m](
-        q, k, v, do, lse, delta, dq, *strides, *scalars, PRECISION=prec, DOT_DTYPE=dot, **cfg
-    )
+    consts = dict(PRECISION=_precision(q.dtype), DOT_DTYPE=_dot_dtype(q.dtype))
+    with _device_of(q):
+        _launch(
+            _mp_attention_bwd_dkdv_kernel, "BLOCK_N", length, n * h,
+            (*inputs, dk, dv, *strides, *scalars), consts, configs,
+            ("dkdv", d, q.dtype, q.device),
+        )  # fmt: skip
+        _launch(
+            _mp_attention_bwd_dq_kernel, "BLOCK_M", length, n * h,
+            (*inputs, dq, *strides, *scalars), consts, configs,
+            ("dq", d, q.dtype, q.device),
+        )  # fmt: skip
     return dq, dk, dv

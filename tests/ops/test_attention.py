@@ -4,6 +4,9 @@ On the CPU the Triton kernel runs under TRITON_INTERPRET=1 (set by conftest): sh
 """
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -196,3 +199,53 @@ def test_bad_inputs_name_the_argument():
 @pytest.mark.parametrize("shape", [(2, 12, 256, 64), (2, 9, 64, 64), (1, 1, 200, 96)])
 def test_triton_gpu_edm2_shapes(shape, dtype):
     _check("triton", shape, dtype, device="cuda")
+
+
+def _compile_for_sm90(dtype_name: str, d: int) -> None:
+    """Compile the three kernels with their first GPU tile config for sm_90 (needs no GPU)."""
+    from auggen.kernels.triton import attention as ka
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    dtype = getattr(torch, dtype_name)
+    tname = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    consts = dict(PRECISION=ka._precision(dtype), DOT_DTYPE=ka._TL_DTYPES[dtype])
+    kernels = [
+        (ka._mp_attention_fwd_kernel, ka.fwd_configs(d, dtype)[0]),
+        (ka._mp_attention_bwd_dkdv_kernel, ka.bwd_configs(d, dtype)[0]),
+        (ka._mp_attention_bwd_dq_kernel, ka.bwd_configs(d, dtype)[0]),
+    ]
+    for kernel, cfg in kernels:
+        signature, constexprs = {}, {}
+        for i, name in enumerate(kernel.arg_names):
+            if name in cfg or name in consts:
+                signature[name] = "constexpr"
+                constexprs[(i,)] = cfg.get(name, consts.get(name))
+            elif name in ("LSE", "DELTA"):
+                signature[name] = "*fp32"
+            elif name in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV"):
+                signature[name] = f"*{tname}"
+            elif name in ("rsqrt_d", "eps", "qk_scale", "sm_scale"):
+                signature[name] = "fp32"
+            else:
+                signature[name] = "i32"
+        options = {k: v for k, v in cfg.items() if not k.startswith("BLOCK")}
+        src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+        assert compiled.metadata.shared <= 227 * 1024, (kernel.fn.__name__, cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("d", [64, 96])
+def test_kernels_compile_for_sm90(dtype, d):
+    """The GPU tile configs compile (the interpreter misses compile-only errors such as a
+    loop-carried value changing shape when BLOCK_M != BLOCK_N). Runs in a fresh process:
+    under TRITON_INTERPRET=1 kernels cannot be compiled."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+        f"import test_attention as t; t._compile_for_sm90({dtype!r}, {d})"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
