@@ -3,6 +3,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "auggen/cpu_kernels.h"
 
@@ -10,14 +12,20 @@ namespace py = pybind11;
 
 namespace {
 
-bool cpu_has_avx2() {
+bool cpu_supports_avx2() {
 #if !defined(AUGGEN_NO_AVX2_BUILD)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("f16c");
   return ok;
 #else
   return false;
 #endif
 }
+
+// set_isa("base") forces the baseline kernels (tests cover both builds on AVX2 machines).
+bool g_force_base = false;
+
+bool cpu_has_avx2() { return !g_force_base && cpu_supports_avx2(); }
 
 template <typename T>
 T* ptr(uintptr_t p) {
@@ -52,7 +60,15 @@ void register_cpu_ops(py::module_& m) {
     return false;
 #endif
   });
-  m.def("isa", []() { return cpu_has_avx2() ? "avx2" : "x86-64-v2"; });
+  m.def("isa", []() { return cpu_has_avx2() ? "avx2" : "base"; });
+  m.def(
+      "set_isa",
+      [](const std::string& isa) {
+        if (isa != "base" && isa != "auto")
+          throw std::invalid_argument("isa must be 'base' or 'auto', got '" + isa + "'");
+        g_force_base = isa == "base";
+      },
+      "Choose the kernel build: 'base' (x86-64-v2) or 'auto' (AVX2+FMA when the CPU has it).");
 
   m.def("mp_silu_fwd", [](int dt, uintptr_t x, uintptr_t y, int64_t n) {
     AUGGEN_CALL(mp_silu_fwd, dt, ptr<const void>(x), ptr<void>(y), n);

@@ -4,11 +4,21 @@ import pytest
 import torch
 
 from auggen import ops
+from auggen.ops._backend import cpu_ext
 from tests.ops._cases import OPS, compare, make_inputs
 
 CPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 ODD_SHAPES = [(3, 13, 7, 5), (2, 1, 4, 3), (0, 8, 4, 4), (1, 300, 1, 2)]
 LAYOUTS = ["contiguous", "channels_last", "strided", "transposed"]
+
+
+@pytest.fixture(params=["auto", "base"])
+def isa(request):
+    """Both CPU kernel builds: AVX2+F16C (when the CPU has it) and the x86-64-v2 baseline."""
+    cpu_ext.set_isa(request.param)
+    yield request.param
+    cpu_ext.set_isa("auto")
+
 
 needs_triton = pytest.mark.skipif("triton" not in ops.backends(), reason="triton unavailable")
 
@@ -59,7 +69,7 @@ def test_cpu_large_tiles_and_rows():
     compare("mp_silu", "cpu", (2, 64, 32, 32), torch.bfloat16)
 
 
-def test_cpu_16bit_roundtrip_is_exact():
+def test_cpu_16bit_roundtrip_is_exact(isa):
     """fp16/bf16 <-> fp32 conversions in the kernels: every bit pattern survives (NaN stays NaN)."""
     bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
     for dtype in (torch.float16, torch.bfloat16):
@@ -71,7 +81,7 @@ def test_cpu_16bit_roundtrip_is_exact():
         assert torch.equal(y[keep].view(torch.int16), a[keep].view(torch.int16))
 
 
-def test_cpu_16bit_rounding_matches_torch():
+def test_cpu_16bit_rounding_matches_torch(isa):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(100_000, generator=g) * torch.logspace(-7, 4, 100_000)
     for dtype in (torch.float16, torch.bfloat16):
@@ -106,3 +116,18 @@ def test_triton_empty_and_other_dim():
     torch.testing.assert_close(
         ops.pixel_norm(x, dim=2, backend="triton"), ops.pixel_norm(x, dim=2, backend="reference")
     )
+
+
+@pytest.fixture
+def baseline_isa():
+    """Runs the test on the baseline (non-AVX2) CPU kernels, then restores auto choice."""
+    cpu_ext.set_isa("base")
+    yield
+    cpu_ext.set_isa("auto")
+
+
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("op", list(OPS))
+def test_cpu_baseline_isa_matches_reference(baseline_isa, op, dtype):
+    compare(op, "cpu", (3, 13, 7, 5), dtype)
+    compare(op, "cpu", (2, 6, 5, 3), dtype, layout="channels_last")

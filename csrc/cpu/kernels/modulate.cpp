@@ -12,10 +12,12 @@ namespace {
 constexpr int64_t kChanBlock = 64;
 
 template <typename T>
-void fwd_t(const T* __restrict y, const T* __restrict c, T* __restrict out, int64_t N, int64_t S1,
-           int64_t C, int64_t S2) {
+void fwd_t(const T* y_, const T* c_, T* out_, int64_t N, int64_t S1, int64_t C, int64_t S2) {
   if (S2 > 1) {  // rows of S2 contiguous elements share one c value
     parallel_chunks(N * S1 * C, kGrain / S2 + 1, [&](int64_t b, int64_t e) {
+      const T* __restrict y = y_;
+      const T* __restrict c = c_;
+      T* __restrict out = out_;
       for (int64_t r = b; r < e; ++r) {
         const float cv = to_float(c[(r / (S1 * C)) * C + r % C]);
         const T* yr = y + r * S2;
@@ -26,6 +28,9 @@ void fwd_t(const T* __restrict y, const T* __restrict c, T* __restrict out, int6
     });
   } else {  // rows of C contiguous channels
     parallel_chunks(N * S1, kGrain / C + 1, [&](int64_t b, int64_t e) {
+      const T* __restrict y = y_;
+      const T* __restrict c = c_;
+      T* __restrict out = out_;
       for (int64_t r = b; r < e; ++r) {
         const T* cr = c + (r / S1) * C;
         const T* yr = y + r * C;
@@ -39,10 +44,15 @@ void fwd_t(const T* __restrict y, const T* __restrict c, T* __restrict out, int6
 }
 
 template <typename T>
-void bwd_t(const T* __restrict g, const T* __restrict y, const T* __restrict c, T* __restrict gy,
-           T* __restrict gc, int64_t N, int64_t S1, int64_t C, int64_t S2) {
+void bwd_t(const T* g_, const T* y_, const T* c_, T* gy_, T* gc_, int64_t N, int64_t S1, int64_t C,
+           int64_t S2) {
   if (S2 > 1) {  // one task per (n, ch): loop over S1 rows of S2 contiguous elements
     parallel_chunks(N * C, kGrain / (S1 * S2) + 1, [&](int64_t b, int64_t e) {
+      const T* __restrict g = g_;
+      const T* __restrict y = y_;
+      const T* __restrict c = c_;
+      T* __restrict gy = gy_;
+      T* __restrict gc = gc_;
       for (int64_t nc = b; nc < e; ++nc) {
         const int64_t n = nc / C, ch = nc % C;
         const float cv = to_float(c[nc]);
@@ -63,6 +73,11 @@ void bwd_t(const T* __restrict g, const T* __restrict y, const T* __restrict c, 
   } else {  // one task per (n, block of channels): loop over S1 rows, accumulate per channel
     const int64_t blocks = (C + kChanBlock - 1) / kChanBlock;
     parallel_chunks(N * blocks, 1, [&](int64_t b, int64_t e) {
+      const T* __restrict g = g_;
+      const T* __restrict y = y_;
+      const T* __restrict c = c_;
+      T* __restrict gy = gy_;
+      T* __restrict gc = gc_;
       float acc[kChanBlock], cv[kChanBlock];
       for (int64_t task = b; task < e; ++task) {
         const int64_t n = task / blocks, c0 = (task % blocks) * kChanBlock;

@@ -10,6 +10,8 @@
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#elif defined(__F16C__)
+#include <immintrin.h>  // one-instruction fp16 conversions (the AVX2 CPU build)
 #endif
 
 namespace auggen {
@@ -28,6 +30,8 @@ AUGGEN_HD float to_float(bf16_t v) { return bits_as_float(static_cast<uint32_t>(
 AUGGEN_HD float to_float(f16_t v) {
 #if defined(__CUDA_ARCH__)
   return __half2float(__ushort_as_half(v.bits));
+#elif defined(__F16C__) && !defined(__CUDACC__)
+  return _cvtsh_ss(v.bits);
 #else
   // exponent/mantissa moved into fp32 position, then rebias; denormals via a float subtract
   const uint32_t h = v.bits;
@@ -64,6 +68,8 @@ template <>
 AUGGEN_HD f16_t from_float<f16_t>(float f) {
 #if defined(__CUDA_ARCH__)
   return f16_t{__half_as_ushort(__float2half_rn(f))};
+#elif defined(__F16C__) && !defined(__CUDACC__)
+  return f16_t{static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT))};
 #else
   uint32_t u = float_as_bits(f);
   const uint32_t sign = u & 0x80000000u;

@@ -39,7 +39,7 @@ AUGGEN_HD uint32_t float_as_bits(float f) {
 // exp(x) without branches so CPU loops vectorise: Cody-Waite reduction x = n ln2 + r,
 // |r| <= ln2/2, degree-6 Taylor polynomial (rel. error ~2e-7), 2^n built in the exponent bits.
 AUGGEN_HD float exp_poly(float x) {
-  x = fminf(fmaxf(x, -87.0f), 88.0f);
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // NaN passes through
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
   const float t = x * 1.44269504088896341f + magic;
   const float n = t - magic;
