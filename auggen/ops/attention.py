@@ -9,8 +9,10 @@ Backends:
 - ``"triton"``: the fused flash-attention kernel of ``auggen.kernels.triton.attention`` behind
   the custom op ``auggen::mp_attention_fwd`` (CUDA tensors, or CPU tensors under
   ``TRITON_INTERPRET=1``), differentiable, traceable by ``torch.compile(fullgraph=True)``.
+- ``"cuda"``: accepted for CUDA tensors and runs ``"triton"`` (there is no separate CUDA kernel).
 ``backend=None`` picks ``"triton"`` for CUDA fp16/bf16/fp32 tensors when Triton imports, else
-``"cpu"``; CPU tensors never go to the (slow) interpreter unless asked for by name.
+``"cpu"``; CPU tensors never go to the (slow) interpreter unless asked for by name. fp64 on
+``"triton"``/``"cuda"`` runs the reference, as the other ops do.
 """
 
 import importlib.util
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 
 from auggen.ops._validate import check_float, check_same_shape
 
-ATTENTION_BACKENDS = ("reference", "cpu", "triton")
+ATTENTION_BACKENDS = ("reference", "cpu", "triton", "cuda")
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 EPS = 1e-4  # EDM2 ``normalize`` default
 
@@ -58,7 +60,7 @@ def _triton_kernels():
 
 
 def _triton_usable(x: torch.Tensor) -> bool:
-    if not HAS_TRITON or x.dtype not in TRITON_DTYPES:
+    if not HAS_TRITON:
         return False
     if x.device.type == "cuda":
         return True
@@ -66,16 +68,28 @@ def _triton_usable(x: torch.Tensor) -> bool:
 
 
 def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
-    """The backend that ``mp_attention`` uses for ``q`` (``backend=None`` = fastest here)."""
+    """The implementation that ``mp_attention`` runs for ``q``: reference | cpu | triton.
+
+    ``backend`` also accepts ``"cuda"`` (the name a whole network may be built with): there is
+    no hand-written CUDA attention, so CUDA tensors run the Triton kernel. Like the other ops,
+    fp64 runs the reference code on the compiled backends.
+    """
     if backend is None:
-        return "triton" if q.device.type == "cuda" and _triton_usable(q) else "cpu"
+        on_gpu = q.device.type == "cuda" and q.dtype in TRITON_DTYPES and _triton_usable(q)
+        return "triton" if on_gpu else "cpu"
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"backend must be one of {ATTENTION_BACKENDS} or None, got {backend!r}")
+    if backend == "cuda":
+        if q.device.type != "cuda":
+            raise ValueError(f"backend 'cuda' needs CUDA tensors, got a tensor on {q.device}")
+        backend = "triton" if _triton_usable(q) else "cpu"
     if backend == "triton" and not _triton_usable(q):
         raise RuntimeError(
-            "backend 'triton' needs Triton and a fp16/bf16/fp32 tensor on CUDA (or on the CPU "
-            f"with TRITON_INTERPRET=1); got {q.dtype} on {q.device}"
+            "backend 'triton' needs Triton and a tensor on CUDA (or on the CPU with "
+            f"TRITON_INTERPRET=1); got a tensor on {q.device}"
         )
+    if backend == "triton" and q.dtype not in TRITON_DTYPES:
+        return "reference"  # the kernel is fp32/bf16/fp16 only
     return backend
 
 

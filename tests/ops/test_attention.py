@@ -173,12 +173,14 @@ def test_auto_backend_choice():
     x = torch.randn(1, 1, 4, 16)
     assert resolve_backend(None, x) == "cpu"  # the interpreter is never picked automatically
     assert resolve_backend(None, x.double()) == "cpu"
+    assert resolve_backend("triton", x.double()) == "reference"  # as the other ops do
     if torch.cuda.is_available():
         assert resolve_backend(None, x.cuda()) == "triton"
+        assert resolve_backend("cuda", x.cuda()) == "triton"  # no separate CUDA kernel
         assert resolve_backend(None, x.cuda().double()) == "cpu"
 
 
-def test_bad_inputs_name_the_argument():
+def test_bad_inputs_name_the_argument(monkeypatch):
     x = torch.randn(1, 2, 5, 16)
     with pytest.raises(TypeError, match="q must be a floating"):
         mp_attention(x.int(), x, x)
@@ -190,8 +192,11 @@ def test_bad_inputs_name_the_argument():
         mp_attention(x, x.double(), x)
     with pytest.raises(ValueError, match="backend must be one of"):
         mp_attention(x, x, x, backend="flash")
-    with pytest.raises(RuntimeError, match="backend 'triton'"):
-        mp_attention(x.double(), x.double(), x.double(), backend="triton")
+    with pytest.raises(ValueError, match="backend 'cuda' needs CUDA"):
+        mp_attention(x, x, x, backend="cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="backend 'triton' needs"):
+        mp_attention(x, x, x, backend="triton")
 
 
 @pytest.mark.gpu
