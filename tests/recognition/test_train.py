@@ -127,3 +127,25 @@ def test_lr_schedule():
     assert cos(110) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="milestones"):
         LRSchedule(0.1, 10, milestones=(5, 2))
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(toy, tmp_path):
+    cfg = tiny(epochs=1, amp="bf16", channels_last=True, head="arcface")
+    net = train_fr(cfg, toy, tmp_path, progress=False)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert torch.isfinite(torch.tensor(history[0]["loss"]))
+    assert net(torch.zeros(2, 3, 32, 32)).dtype == torch.float32
+
+
+@pytest.mark.gpu
+def test_trains_on_cuda_with_bf16(toy, tmp_path):
+    cfg = tiny(epochs=4, lr=0.1, augment=AugmentConfig(crop_prob=0, lowres_prob=0))
+    net = train_fr(cfg, toy, tmp_path, device="cuda", progress=False)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert next(net.parameters()).is_cuda
+    assert (
+        load_backbone(tmp_path, device="cuda")(torch.zeros(2, 3, 32, 32, device="cuda"))
+        .isfinite()
+        .all()
+    )
