@@ -49,23 +49,27 @@ def device_name(device: torch.device) -> str:
     return f"cpu: {model} ({torch.get_num_threads()} threads)"
 
 
-def time_ms(fn, device: torch.device, warmup: int, reps: int) -> tuple[float, float, float]:
-    """p20/p50/p80 of ``reps`` timed calls, in milliseconds."""
+def time_ms(fns: dict, device: torch.device, warmup: int, reps: int) -> dict:
+    """p20/p50/p80 in ms of each callable in ``fns``, timed round-robin so that all of them
+    see the same background load (the CPU machines here are shared)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     sync()
-    times = []
+    times = {name: [] for name in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    p20, p50, p80 = np.percentile(times, [20, 50, 80])
-    return float(p20), float(p50), float(p80)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {
+        name: tuple(float(p) for p in np.percentile(t, [20, 50, 80])) for name, t in times.items()
+    }
 
 
-def bench_one(backend, shape, dtype, device, backward, warmup, reps):
+def make_run(backend, shape, dtype, device, backward):
     g = torch.Generator(device=device).manual_seed(0)
     q, k, v = (
         torch.randn(shape, generator=g, device=device, dtype=dtype).requires_grad_(backward)
@@ -74,16 +78,17 @@ def bench_one(backend, shape, dtype, device, backward, warmup, reps):
     grad = torch.randn(shape, generator=g, device=device, dtype=dtype)
 
     def run():
-        out = mp_attention(q, k, v, backend=BACKENDS[backend])
-        if backward:
-            torch.autograd.grad(out, (q, k, v), grad)
+        with torch.enable_grad() if backward else torch.no_grad():
+            out = mp_attention(q, k, v, backend=BACKENDS[backend])
+            if backward:
+                torch.autograd.grad(out, (q, k, v), grad)
 
-    ctx = torch.enable_grad() if backward else torch.no_grad()
-    with ctx:
-        p20, p50, p80 = time_ms(run, device, warmup, reps)
+    return run
+
+
+def flops(shape, backward: bool) -> float:
     n, h, length, d = shape
-    flops = 4.0 * n * h * length * length * d * (3.5 if backward else 1.0)
-    return p20, p50, p80, flops / (p50 * 1e-3) / 1e12
+    return 4.0 * n * h * length * length * d * (3.5 if backward else 1.0)
 
 
 def main(argv=None):
@@ -120,11 +125,9 @@ def main(argv=None):
     rows = []
     for shape in edm2_shapes(batch, args.quick):
         for dt in dtypes:
-            for backend in backends:
-                for backward in (False, True):
-                    p20, p50, p80, tflops = bench_one(
-                        backend, shape, DTYPES[dt], device, backward, warmup, reps
-                    )
+            for backward in (False, True):
+                fns = {b: make_run(b, shape, DTYPES[dt], device, backward) for b in backends}
+                for backend, (p20, p50, p80) in time_ms(fns, device, warmup, reps).items():
                     row = dict(
                         op="mp_attention_fwdbwd" if backward else "mp_attention_fwd",
                         shape="x".join(map(str, shape)),
@@ -134,7 +137,7 @@ def main(argv=None):
                         ms_p20=f"{p20:.4f}",
                         ms_p50=f"{p50:.4f}",
                         ms_p80=f"{p80:.4f}",
-                        tflops=f"{tflops:.4f}",
+                        tflops=f"{flops(shape, backward) / (p50 * 1e-3) / 1e12:.4f}",
                     )
                     rows.append(row)
                     print(", ".join(f"{k}={row[k]}" for k in FIELDS if k != "device"), flush=True)

@@ -206,6 +206,29 @@ def test_triton_gpu_edm2_shapes(shape, dtype):
     _check("triton", shape, dtype, device="cuda")
 
 
+@pytest.mark.gpu
+def test_triton_gpu_inductor_compile_with_edm2_layout():
+    """EDM2 Block layout (qkv conv output viewed as (N, heads, ch, 3, HW)) under inductor."""
+    n, heads, ch, hw = 2, 9, 64, 256
+    qkv = torch.randn(n, heads * ch * 3, hw, device="cuda", dtype=torch.bfloat16)
+    qkv.requires_grad_(True)
+
+    def block_attention(x):
+        q, k, v = (t.transpose(2, 3) for t in x.reshape(n, heads, ch, 3, hw).unbind(3))
+        return mp_attention(q, k, v).transpose(2, 3).reshape(n, heads * ch, hw)
+
+    compiled = torch.compile(block_attention, fullgraph=True)
+    got = compiled(qkv)
+    (dgot,) = torch.autograd.grad(got.float().square().sum(), qkv)
+    x64 = qkv.detach().double().requires_grad_(True)
+    q, k, v = (t.transpose(2, 3) for t in x64.reshape(n, heads, ch, 3, hw).unbind(3))
+    want = mp_attention_ref(q, k, v).transpose(2, 3).reshape(n, heads * ch, hw)
+    (dwant,) = torch.autograd.grad(want.square().sum(), x64)
+    torch.testing.assert_close(got.double(), want, atol=3e-2, rtol=3e-2)
+    peak = dwant.abs().max().item()
+    torch.testing.assert_close(dgot.double() / peak, dwant / peak, atol=3e-2, rtol=3e-2)
+
+
 def _compile_for_sm90(dtype_name: str, d: int) -> None:
     """Compile the three kernels with their first GPU tile config for sm_90 (needs no GPU)."""
     from auggen.kernels.triton import attention as ka
