@@ -44,6 +44,7 @@ from auggen.recognition.schedule import LRSchedule
 AMP_MODES = ("auto", "bf16", "off")
 # Fields that may change between a run and its resumption.
 _RESUMABLE = {"epochs", "checkpoint_every", "num_workers"}
+_BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the GPU)
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,8 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
             disable=not (progress and info.is_main),
             leave=False,
         )
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
+        # Loss sum, correct, samples; kept on the device so a step never waits for the GPU.
+        totals = torch.zeros(3, dtype=torch.float64, device=device)
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -280,12 +282,14 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
             step += 1
             with torch.no_grad():
                 correct = (logits.argmax(1) == y).sum()
-            totals += torch.tensor([loss.item() * len(y), correct.item(), len(y)])
-            rate = totals[2].item() * world / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+                totals += torch.stack([loss.detach() * len(y), correct, correct.new_tensor(len(y))])
+            if not bar.disable and (i % _BAR_EVERY == 0 or i + 1 == steps):
+                rate = (i + 1) * b * world / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
             bar.update()
         bar.close()
         D.all_reduce_sum(totals, info)
+        totals = totals.cpu()
         D.broadcast_buffers(model, info)
         seconds = time.perf_counter() - t0
         history.append(
