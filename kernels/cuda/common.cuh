@@ -61,8 +61,11 @@ inline bool packs_aligned(std::initializer_list<ptr_t> ptrs) {
   return true;
 }
 
+// Blocks covering `work` items; grid-stride kernels would cope with fewer, the one-row-per-warp
+// kernels need them all (gridDim.x may go up to 2^31 - 1).
 inline unsigned blocks_for(int64_t work, int64_t per_block) {
-  return static_cast<unsigned>(std::min<int64_t>((work + per_block - 1) / per_block, 1 << 20));
+  return static_cast<unsigned>(
+      std::min<int64_t>((work + per_block - 1) / per_block, int64_t{0x7fffffff}));
 }
 
 template <typename T>
