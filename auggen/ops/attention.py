@@ -7,8 +7,9 @@ Backends:
 - ``"reference"``: the unfused definition, plain PyTorch (``mp_attention_ref``);
 - ``"cpu"``: normalise, then ``F.scaled_dot_product_attention`` (plain PyTorch, any device);
 - ``"triton"``: the fused flash-attention kernel of ``auggen.kernels.triton.attention`` behind
-  the custom op ``auggen::mp_attention_fwd`` (CUDA tensors, or CPU tensors under
-  ``TRITON_INTERPRET=1``), differentiable, traceable by ``torch.compile(fullgraph=True)``.
+  the custom op ``auggen::mp_attention`` (returns out and the per-row logsumexp; CUDA tensors,
+  or CPU tensors under ``TRITON_INTERPRET=1``), differentiable, traceable by
+  ``torch.compile(fullgraph=True)``.
 - ``"cuda"``: accepted for CUDA tensors and runs ``"triton"`` (there is no separate CUDA kernel).
 ``backend=None`` picks ``"triton"`` for CUDA fp16/bf16/fp32 tensors when Triton imports, else
 ``"cpu"``; CPU tensors never go to the (slow) interpreter unless asked for by name. fp64 on
@@ -97,7 +98,7 @@ def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
 
 
 @torch.library.custom_op(
-    "auggen::mp_attention_fwd",
+    "auggen::mp_attention",
     mutates_args=(),
     schema="(Tensor q, Tensor k, Tensor v, float eps) -> (Tensor, Tensor)",
 )
@@ -113,7 +114,7 @@ def _fwd_fake(q, k, v, eps):
 
 
 @torch.library.custom_op(
-    "auggen::mp_attention_bwd",
+    "auggen::mp_attention_backward",
     mutates_args=(),
     schema=(
         "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? dlse, "
