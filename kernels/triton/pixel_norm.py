@@ -88,15 +88,20 @@ def _pixel_norm_bwd_kernel(
         tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=m)
 
 
-def _blocks(rows: int, C: int) -> tuple[int, int]:
-    block_c = min(triton.next_power_of_2(C), 256)
-    block_r = max(1, min(triton.next_power_of_2(rows), 4096 // block_c))
+def _blocks(rows: int, C: int, inner: int) -> tuple[int, int]:
+    """(BLOCK_R, BLOCK_C): wide along whichever axis is contiguous in memory."""
+    if inner == 1:  # each row is contiguous over C
+        block_c = min(triton.next_power_of_2(C), 1024)
+        block_r = max(1, min(triton.next_power_of_2(rows), 4096 // block_c))
+    else:  # adjacent rows are adjacent in memory
+        block_r = min(triton.next_power_of_2(rows), 128)
+        block_c = min(triton.next_power_of_2(C), max(1, 4096 // block_r))
     return block_r, block_c
 
 
 def pixel_norm_fwd(x, y, z, outer: int, C: int, inner: int, eps: float):
     rows = outer * inner
-    br, bc = _blocks(rows, C)
+    br, bc = _blocks(rows, C, inner)
     _pixel_norm_fwd_kernel[(triton.cdiv(rows, br),)](
         x, y, y if z is None else z, rows, C, inner, float(eps),
         HAS_Z=z is not None, SCALE=MP_SILU_SCALE, BLOCK_R=br, BLOCK_C=bc,
@@ -105,7 +110,7 @@ def pixel_norm_fwd(x, y, z, outer: int, C: int, inner: int, eps: float):
 
 def pixel_norm_bwd(x, gy, gz, gx, outer: int, C: int, inner: int, eps: float):
     rows = outer * inner
-    br, bc = _blocks(rows, C)
+    br, bc = _blocks(rows, C, inner)
     _pixel_norm_bwd_kernel[(triton.cdiv(rows, br),)](
         x, x if gy is None else gy, x if gz is None else gz, gx, rows, C, inner, float(eps),
         HAS_GY=gy is not None, HAS_GZ=gz is not None, SCALE=MP_SILU_SCALE,

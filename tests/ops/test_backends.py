@@ -131,3 +131,10 @@ def baseline_isa():
 def test_cpu_baseline_isa_matches_reference(baseline_isa, op, dtype):
     compare(op, "cpu", (3, 13, 7, 5), dtype)
     compare(op, "cpu", (2, 6, 5, 3), dtype, layout="channels_last")
+
+
+@needs_triton
+def test_triton_pixel_norm_sweeps_channel_chunks():
+    """C larger than one block, along strided (inner > 1) and contiguous (inner == 1) rows."""
+    compare("pixel_norm_silu", "triton", (1, 40, 16, 16), torch.float32)
+    compare("pixel_norm", "triton", (2, 1100, 1, 1), torch.float32)
