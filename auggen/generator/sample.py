@@ -152,15 +152,25 @@ def sample(
     m = len(seeds)
     bs = batch_size or max(m, 1)
     out = []
-    for lo in tqdm(range(0, m, bs), total=math.ceil(m / bs), disable=not progress, desc="sample"):
-        cond = conditions[lo : lo + bs].to(device)
-        x = initial_noise(seeds[lo : lo + bs], shape, device).to(torch.float64) * steps[0]
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with ctx:
-            x = _solve(denoise, x, cond, steps, solver)
-        x = x.to(torch.float32)
-        out.append((x.clamp(-1, 1) if clip else x).cpu())
+    # eval mode for the run: in training mode MPConv would renormalise the weights in place
+    modes = [(mod, mod.training) for mod in (net, gnet) if isinstance(mod, nn.Module)]
+    for mod, _ in modes:
+        mod.eval()
+    try:
+        for lo in tqdm(
+            range(0, m, bs), total=math.ceil(m / bs), disable=not progress, desc="sample"
+        ):
+            cond = conditions[lo : lo + bs].to(device)
+            x = initial_noise(seeds[lo : lo + bs], shape, device).to(torch.float64) * steps[0]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with ctx:
+                x = _solve(denoise, x, cond, steps, solver)
+            x = x.to(torch.float32)
+            out.append((x.clamp(-1, 1) if clip else x).cpu())
+    finally:
+        for mod, was_training in modes:
+            mod.train(was_training)
     if not out:
         return torch.empty(0, *shape)
     return torch.cat(out)

@@ -153,3 +153,26 @@ def test_bad_inputs(tiny_net):
 def test_to_uint8():
     x = torch.tensor([-1.5, -1.0, 0.0, 1.0])
     assert to_uint8(x).tolist() == [0, 0, 128, 255]
+
+
+def test_train_mode_net_is_sampled_in_eval_and_restored(tiny_net):
+    before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+    want = sample(tiny_net, torch.eye(6)[:2], [3, 4], num_steps=2)
+    tiny_net.train()
+    try:
+        got = sample(tiny_net, torch.eye(6)[:2], [3, 4], num_steps=2)
+        assert tiny_net.training
+    finally:
+        tiny_net.eval()
+    torch.testing.assert_close(got, want)
+    for k, v in tiny_net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_bf16_autocast_and_channels_last_close_to_fp32(tiny_net):
+    c = torch.eye(6)[:3]
+    ref = sample(tiny_net, c, [5, 6, 7], num_steps=3)
+    cl = sample(tiny_net, c, [5, 6, 7], num_steps=3, channels_last=True)
+    torch.testing.assert_close(cl, ref, atol=1e-4, rtol=1e-4)
+    bf = sample(tiny_net, c, [5, 6, 7], num_steps=3, autocast=True)
+    assert float((bf - ref).abs().mean()) < 0.05
