@@ -21,7 +21,6 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 
 def interpreting() -> bool:
