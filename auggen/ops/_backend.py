@@ -23,8 +23,12 @@ except ImportError:  # pure-Python install: the reference backend still works
 
 try:
     from auggen import _C_cuda as cuda_ext
-except ImportError:  # built without nvcc
+except (ImportError, OSError):  # built without nvcc, or its runtime cannot load
     cuda_ext = None
+
+
+# Triton's interpreter runs kernels on CPU tensors (tests without a GPU set it).
+TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _detect() -> tuple[str, ...]:
@@ -32,8 +36,7 @@ def _detect() -> tuple[str, ...]:
     if cpu_ext is not None:
         found.append("cpu")
     has_cuda = torch.cuda.is_available()
-    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    if importlib.util.find_spec("triton") is not None and (has_cuda or interpret):
+    if importlib.util.find_spec("triton") is not None and (has_cuda or TRITON_INTERPRET):
         found.append("triton")
     if cuda_ext is not None and has_cuda:
         found.append("cuda")
@@ -64,10 +67,10 @@ def resolve(backend: str | None, x: torch.Tensor) -> str:
         raise ValueError(f"backend 'cpu' needs CPU tensors, got a tensor on {x.device}")
     if backend == "cuda" and not on_cuda:
         raise ValueError(f"backend 'cuda' needs CUDA tensors, got a tensor on {x.device}")
-    if backend == "triton" and not on_cuda and not torch.cuda.is_available():
-        pass  # CPU tensors run through TRITON_INTERPRET=1 (checked by AVAILABLE)
-    elif backend == "triton" and not on_cuda:
-        raise ValueError(f"backend 'triton' needs CUDA tensors here, got a tensor on {x.device}")
+    if backend == "triton" and not on_cuda and not TRITON_INTERPRET:
+        raise ValueError(
+            f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got one on {x.device}"
+        )
     if x.dtype == torch.float64:
         return "reference"  # the compiled kernels are fp32/bf16/fp16 only
     return backend
