@@ -105,7 +105,8 @@ PRESETS = {
     "orl-tiny": FRTrainConfig(
         backbone="ir18",
         width=16,
-        input_size=56,
+        input_size=32,
+        embedding_size=128,
         batch_size=32,
         epochs=20,
         lr=0.05,

@@ -149,3 +149,14 @@ def test_trains_on_cuda_with_bf16(toy, tmp_path):
         .isfinite()
         .all()
     )
+
+
+@pytest.mark.parametrize("name", sorted(train_mod.PRESETS))
+def test_presets_build(name):
+    cfg = train_mod.PRESETS[name]
+    with torch.device("meta"):
+        from auggen.recognition import build_backbone, build_head
+
+        build_backbone(cfg.backbone, cfg.input_size, cfg.embedding_size, width=cfg.width)
+        build_head(cfg.head, cfg.embedding_size, 10, **cfg.head_kwargs)
+    assert FRTrainConfig.from_dict(cfg.to_dict()) == cfg
