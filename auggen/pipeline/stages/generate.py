@@ -10,6 +10,7 @@ and the leakage audit (``leakage.csv``, ``leakage.json``, ``leakage.png``).
 from __future__ import annotations
 
 import json
+import time
 
 import torch
 from tqdm.auto import tqdm
@@ -70,7 +71,9 @@ def run(cfg, in_dirs, out_dir) -> None:
         rows = ids.repeat_interleave(k)
         cond = mix_conditions(pairs[rows, 0], pairs[rows, 1], alpha, beta, net.label_dim)
         seeds = g.seed * 1_000_000 + rows * k + torch.arange(len(rows)) % k
+        t0 = time.perf_counter()
         images = sample_fn(cond, seeds)
+        sample_s = time.perf_counter() - t0
         manifest = [
             {
                 "label": n_orig + int(n),
@@ -83,7 +86,10 @@ def run(cfg, in_dirs, out_dir) -> None:
             }
             for n, sd in zip(rows, seeds)
         ]
-        save_atomic({"images": images, "labels": n_orig + rows, "manifest": manifest}, path)
+        save_atomic(
+            {"images": images, "labels": n_orig + rows, "manifest": manifest, "sample_s": sample_s},
+            path,
+        )
         fault_point("generate", s)
     shards = [load(shard_dir / f"shard{s:05d}.pt") for s in range(n_shards)]
     total = n_orig + g.new_identities
@@ -103,6 +109,17 @@ def run(cfg, in_dirs, out_dir) -> None:
             "original_identities": n_orig,
             "new_identities": g.new_identities,
             "images_per_identity": k,
+        },
+    )
+    sample_s = sum(sh.get("sample_s", 0.0) for sh in shards)
+    write_json(
+        out_dir / "stats.json",
+        {
+            "images": len(aug),
+            "sample_s": sample_s,
+            "images_per_s": len(aug) / sample_s if sample_s > 0 else None,
+            "sampler_steps": cfg.sample.num_steps,
+            "solver": cfg.sample.solver,
         },
     )
     _export(aug, out_dir, g)

@@ -23,9 +23,18 @@ def run(cfg, in_dirs, out_dir) -> None:
     embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
     net = load_gen(in_dirs, cfg.device)
     real_feats = embed(real.images)
+    sample_fn, timed = sampler(net, cfg), {"s": 0.0, "images": 0}
+
+    def timed_sample(cond, seeds):
+        t = time.perf_counter()
+        x = sample_fn(cond, seeds)
+        timed["s"] += time.perf_counter() - t
+        timed["images"] += len(x)
+        return x
+
     t0 = time.perf_counter()
     res = grid_search(
-        sampler(net, cfg),
+        timed_sample,
         embed,
         real_feats,
         real.labels,
@@ -41,14 +50,18 @@ def run(cfg, in_dirs, out_dir) -> None:
     plot_heatmaps(out_dir / "heatmap.png", res.rows)
     cells = len(res.rows)
     images = cells * cfg.grid.pairs * cfg.grid.samples_per_cell
+    # Rates come from the cells sampled in this attempt (a resumed search skips some).
+    done = timed["images"] // (cfg.grid.pairs * cfg.grid.samples_per_cell)
     write_json(
         out_dir / "stats.json",
         {
             "cells": cells,
             "images": images,
+            "cells_this_attempt": done,
             "wall_s_this_attempt": wall,
-            "images_per_s": images / wall if wall > 0 else None,
-            "s_per_cell": wall / cells,
+            "sample_s_this_attempt": timed["s"],
+            "images_per_s": timed["images"] / timed["s"] if timed["s"] > 0 else None,
+            "s_per_cell": wall / done if done else None,
             "sampler_steps": cfg.sample.num_steps,
         },
     )

@@ -30,6 +30,10 @@ def _read(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def _rate(x) -> str:
+    return f"{x:.2f} images/s" if x else "n/a (resumed, nothing sampled in the last attempt)"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -58,7 +62,11 @@ def results_table(summary: list[dict], variants: list[str]) -> tuple[str, list[s
                 continue
             delta = new["mean"] - base["mean"]
             noise = max(base["std"], new["std"])
-            if abs(delta) <= noise or delta == 0:
+            if delta == 0:
+                word = "no change"
+            elif min(base["seeds"], new["seeds"]) < 2:
+                word = ("higher" if delta > 0 else "lower") + " (one seed: no noise estimate)"
+            elif abs(delta) <= noise:
                 word = "no clear change (within the seed std)"
             else:
                 word = "better" if delta > 0 else "worse"
@@ -214,7 +222,7 @@ def run(cfg, in_dirs, out_dir) -> None:
         f"beta* = {best['beta']:g}** (m_s = {best['m_s']:.3f}, m_d = {best['m_d']:.3f}, "
         f"m_total = {best['m_total']:.3f}). D_aug used alpha = {mixing['alpha']:g}, "
         f"beta = {mixing['beta']:g} ({mixing['from']}). Grid sampling: "
-        f"{grid_stats['images_per_s']:.2f} images/s.",
+        f"{_rate(grid_stats.get('images_per_s'))}.",
         "",
         "![grid heatmaps](grid_heatmap.png)",
         "",
