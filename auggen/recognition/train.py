@@ -39,7 +39,7 @@ from auggen.recognition.checkpoint import save_json, save_text, save_torch, save
 from auggen.recognition.heads import build_head
 from auggen.recognition.iresnet import build_backbone
 from auggen.recognition.partial_fc import sample_classes
-from auggen.recognition.schedule import LRSchedule
+from auggen.recognition.schedule import SCHEDULES, LRSchedule
 
 AMP_MODES = ("auto", "bf16", "off")
 # Fields that may change between a run and its resumption.
@@ -79,6 +79,10 @@ class FRTrainConfig:
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 < self.partial_fc_rate <= 1.0:
+            raise ValueError(f"partial_fc_rate must be in (0, 1], got {self.partial_fc_rate}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:

@@ -112,7 +112,9 @@ def test_data_and_config_errors(toy, tmp_path):
     with pytest.raises(ValueError, match="multiple of 16"):
         train_fr(tiny(input_size=30), toy, tmp_path)
     with pytest.raises(ValueError, match="schedule"):
-        train_fr(tiny(schedule="linear"), toy, tmp_path)
+        tiny(schedule="linear")
+    with pytest.raises(ValueError, match="partial_fc_rate"):
+        tiny(partial_fc_rate=0.0)
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_backbone(tmp_path / "nothing")
 
