@@ -76,6 +76,12 @@ def resolve(backend: str | None, x: torch.Tensor) -> str:
     return backend
 
 
+def cpu_kernels():
+    """``auggen._C`` with its OpenMP pool sized like torch's (honours torch.set_num_threads)."""
+    cpu_ext.set_num_threads(torch.get_num_threads())
+    return cpu_ext
+
+
 def triton_kernels(family: str):
     """The launcher module ``auggen.kernels.triton.<family>`` (imports triton on first use)."""
     return importlib.import_module(f"auggen.kernels.triton.{family}")

@@ -9,7 +9,14 @@ Kernels run on flat memory: every input is brought to the layout of the output
 import torch
 
 from auggen.ops import reference as _ref
-from auggen.ops._backend import check_cuda, cpu_ext, cuda_ext, cuda_stream, resolve, triton_kernels
+from auggen.ops._backend import (
+    check_cuda,
+    cpu_kernels,
+    cuda_ext,
+    cuda_stream,
+    resolve,
+    triton_kernels,
+)
 from auggen.ops._layout import dense_like, dtype_code
 from auggen.ops._validate import check_float, check_same_shape, check_unit_interval
 
@@ -21,7 +28,7 @@ def _launch(backend: str, name: str, *tensors, scalars=()):
     ref = next(t for t in tensors if t is not None)
     ptrs = [0 if t is None else t.data_ptr() for t in tensors]
     if backend == "cpu":
-        getattr(cpu_ext, name)(dtype_code(ref), *ptrs, ref.numel(), *scalars)
+        getattr(cpu_kernels(), name)(dtype_code(ref), *ptrs, ref.numel(), *scalars)
     elif backend == "cuda":
         with torch.cuda.device(ref.device):
             fn = getattr(cuda_ext, name)

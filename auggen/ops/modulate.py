@@ -6,7 +6,14 @@ dims of y (N, C, ...): EDM2's block modulation. Custom ops ``auggen::modulated_m
 import torch
 
 from auggen.ops import reference as _ref
-from auggen.ops._backend import check_cuda, cpu_ext, cuda_ext, cuda_stream, resolve, triton_kernels
+from auggen.ops._backend import (
+    check_cuda,
+    cpu_kernels,
+    cuda_ext,
+    cuda_stream,
+    resolve,
+    triton_kernels,
+)
 from auggen.ops._layout import dense_like, dtype_code, modulation_geometry
 from auggen.ops._validate import check_float
 
@@ -32,7 +39,7 @@ def _launch(backend, name, tensors, geom):
     ref = tensors[0]
     ptrs = [t.data_ptr() for t in tensors]
     if backend == "cpu":
-        getattr(cpu_ext, name)(dtype_code(ref), *ptrs, *geom)
+        getattr(cpu_kernels(), name)(dtype_code(ref), *ptrs, *geom)
     elif backend == "cuda":
         with torch.cuda.device(ref.device):
             check_cuda(getattr(cuda_ext, name)(dtype_code(ref), *ptrs, *geom, cuda_stream(ref)))

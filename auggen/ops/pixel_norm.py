@@ -13,7 +13,7 @@ import torch
 from auggen.ops import reference as _ref
 from auggen.ops._backend import (
     check_cuda,
-    cpu_ext,
+    cpu_kernels,
     cuda_ext,
     cuda_stream,
     resolve,
@@ -30,7 +30,7 @@ def _ptr(t: torch.Tensor | None) -> int:
 def _launch_fwd(backend, x, y, z, dim, eps):
     outer, c, inner = reduction_geometry(x, dim)
     if backend == "cpu":
-        cpu_ext.pixel_norm_fwd(
+        cpu_kernels().pixel_norm_fwd(
             dtype_code(x), x.data_ptr(), y.data_ptr(), _ptr(z), outer, c, inner, eps
         )
     elif backend == "cuda":
@@ -90,7 +90,7 @@ def pixel_norm_backward_op(
     outer, c, inner = reduction_geometry(x, dim)
     code = dtype_code(x)
     if backend == "cpu":
-        cpu_ext.pixel_norm_bwd(
+        cpu_kernels().pixel_norm_bwd(
             code, x.data_ptr(), _ptr(gn), _ptr(gs), gx.data_ptr(), outer, c, inner, eps
         )
     elif backend == "cuda":

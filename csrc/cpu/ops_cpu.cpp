@@ -3,6 +3,9 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdexcept>
 #include <string>
 
@@ -60,6 +63,14 @@ void register_cpu_ops(py::module_& m) {
     return false;
 #endif
   });
+  m.def(
+      "set_num_threads",
+      [](int n) {
+#ifdef _OPENMP
+        if (n > 0 && n != omp_get_max_threads()) omp_set_num_threads(n);
+#endif
+      },
+      "Threads of the kernels' OpenMP pool (auggen.ops keeps it equal to torch's).");
   m.def("isa", []() { return cpu_has_avx2() ? "avx2" : "base"; });
   m.def(
       "set_isa",
