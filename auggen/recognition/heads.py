@@ -126,8 +126,10 @@ class AdaFace(MarginHead):
         if not 0.0 <= t_alpha <= 1.0:
             raise ValueError(f"t_alpha must be in [0, 1], got {t_alpha}")
         self.m, self.h, self.t_alpha = m, h, t_alpha
-        self.register_buffer("batch_mean", torch.tensor(20.0))
-        self.register_buffer("batch_std", torch.tensor(100.0))
+        # Names, shapes and order as AdaFace's head.py, so its head state_dicts load (t is unused).
+        self.register_buffer("t", torch.zeros(1))
+        self.register_buffer("batch_mean", torch.full((1,), 20.0))
+        self.register_buffer("batch_std", torch.full((1,), 100.0))
 
     def margin_scaler(self, norms: torch.Tensor) -> torch.Tensor:
         n = norms.detach().float().clamp(0.001, 100.0)

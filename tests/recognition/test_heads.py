@@ -111,6 +111,12 @@ def test_gradients_do_not_flow_through_adaface_norms():
     torch.testing.assert_close(radial, torch.zeros(6), atol=1e-4, rtol=0)
 
 
+def test_state_dict_layout_matches_adaface():
+    sd = AdaFace(8, 5).state_dict()
+    assert list(sd) == ["kernel", "t", "batch_mean", "batch_std"]
+    assert sd["kernel"].shape == (8, 5) and sd["batch_mean"].shape == (1,)
+
+
 def test_batch_of_one_keeps_statistics():
     head = AdaFace(8, 5)
     emb, labels = make_batch(b=1)
