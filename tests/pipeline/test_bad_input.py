@@ -165,3 +165,35 @@ def test_show_config(capsys):
     )
     out = capsys.readouterr().out
     assert '"pairs": 5' in out and '"seeds": [\n    3,\n    4\n  ]' in out
+
+
+def test_config_file_and_flags(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(
+        '{"grid": {"pairs": 7, "alphas": [0.3, 0.9]}, "fr": {"augment": {"flip": false}}}'
+    )
+    assert (
+        main(
+            [
+                "--preset",
+                "micro",
+                "--config",
+                str(path),
+                "--device",
+                "cuda:1",
+                "--set",
+                "grid.pairs=9",
+                "--show-config",
+            ]
+        )
+        == 0
+    )
+    import json
+
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["grid"]["pairs"] == 9 and cfg["grid"]["alphas"] == [0.3, 0.9]
+    assert cfg["fr"]["augment"]["flip"] is False and cfg["device"] == "cuda:1"
+    path.write_text('{"grid": {"pairz": 7}}')
+    with pytest.raises(SystemExit):
+        main(["--preset", "micro", "--config", str(path), "--show-config"])
+    assert "did you mean 'grid.pairs'" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from auggen.pipeline.store import load_images, read_csv
 # One thread: the CI machine is small and shared; OpenMP spinning on a busy second core
 # costs far more than it gains on these tiny tensors.
 MICRO = replace(PRESETS["micro"], threads=1, progress=False)
+MICRO = replace(MICRO, generate=replace(MICRO.generate, write_recordio=True))
 
 
 def _quiet(msg):
@@ -60,6 +61,15 @@ def test_every_stage_runs_and_writes_its_outputs(micro_run):
     assert [int(r["label"]) for r in manifest] == aug.labels.tolist()
     assert all(r["source_i"] != r["source_j"] for r in manifest)
     assert {float(r["alpha"]) for r in manifest} == {best["alpha"]}
+    # The exported copies read back to the same images and labels.
+    from auggen.data import read_image_folder, read_recordio
+
+    folder = read_image_folder(out / "generate" / "images")
+    assert torch.equal(folder.images, aug.images)
+    assert torch.equal(folder.labels + real.num_classes, aug.labels)
+    assert all((out / "generate" / r["file"]).exists() for r in manifest)
+    rec = read_recordio(out / "generate" / "aug")
+    assert torch.equal(rec.labels, aug.labels) and rec.images.shape == aug.images.shape
     leak = json.loads((out / "generate" / "leakage.json").read_text())
     assert leak["generated"]["count"] == len(aug)
     # One metric row per model x seed x benchmark metric; report has the table.
