@@ -30,9 +30,13 @@ def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
     if layout == "channels_last":
         return x.contiguous(memory_format=torch.channels_last)
     if layout == "strided":  # every other column of a wider tensor: not dense
-        wide = torch.zeros(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype)
+        wide = torch.zeros(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype, device=x.device)
         wide[..., ::2] = x
         return wide[..., ::2]
+    if layout == "offset":  # dense but starting one element into its storage (misaligned)
+        flat = torch.zeros(x.numel() + 1, dtype=x.dtype, device=x.device)
+        flat[1:] = x.reshape(-1)
+        return flat[1:].view(x.shape)
     if layout == "transposed":  # dense, H and W swapped in memory
         return x.transpose(2, 3).contiguous().transpose(2, 3)
     raise ValueError(f"unknown layout {layout!r}")

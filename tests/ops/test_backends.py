@@ -9,7 +9,7 @@ from tests.ops._cases import OPS, compare, make_inputs
 
 CPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 ODD_SHAPES = [(3, 13, 7, 5), (2, 1, 4, 3), (0, 8, 4, 4), (1, 300, 1, 2)]
-LAYOUTS = ["contiguous", "channels_last", "strided", "transposed"]
+LAYOUTS = ["contiguous", "channels_last", "strided", "transposed", "offset"]
 
 
 @pytest.fixture(params=["auto", "base"])

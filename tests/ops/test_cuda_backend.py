@@ -29,7 +29,7 @@ def _compare_gpu(op, backend, shape, dtype, layout="contiguous"):
         torch.testing.assert_close(gr.double().cpu(), r, atol=atol * scale, rtol=rtol)
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided", "offset"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("op", list(OPS))
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
