@@ -15,7 +15,9 @@ def _compare_gpu(op, backend, shape, dtype, layout="contiguous"):
     inputs64 = make_inputs(op, shape, zero_vector=op.startswith("pixel_norm"))
     n_tensors = OPS[op][1]
     rounded = [t.to(dtype) for t in inputs64]
-    gpu_in = [(to_layout(t, layout) if k < n_tensors else t).cuda() for k, t in enumerate(rounded)]
+    gpu_in = [
+        to_layout(t.cuda(), layout) if k < n_tensors else t.cuda() for k, t in enumerate(rounded)
+    ]
     g = torch.Generator().manual_seed(1)
     n_out = 2 if op == "pixel_norm_silu" else 1
     grads_out = [torch.randn(shape, generator=g).to(dtype).double() for _ in range(n_out)]
