@@ -7,7 +7,7 @@ FLOPs: 4·N·H·L²·D for the forward (two matmuls), 3.5× that for forward+bac
 FlashAttention count: the backward does 2.5× the forward's matmul work).
 
     python benchmarks/bench_attention.py            # CUDA when present: all three backends
-    python benchmarks/bench_attention.py --quick --device cpu \\
+    python benchmarks/bench_attention.py --quick --device cpu --threads 1 \\
         --out benchmarks/results/attention_cpu.csv  # CPU: reference vs sdpa, small batch
 
 Writes CSV rows: op, shape, dtype, backend, device, ms_p20, ms_p50, ms_p80, tflops.
@@ -99,7 +99,12 @@ def main(argv=None):
     ap.add_argument("--dtypes", default=None, help="comma list of fp32,fp16,bf16")
     ap.add_argument("--backends", default=None, help="comma list of triton,sdpa,reference")
     ap.add_argument("--out", default=None, help="CSV path (default results/attention_<dev>.csv)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a shared machine, 1 avoids OpenMP barrier stalls
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
