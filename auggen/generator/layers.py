@@ -36,6 +36,12 @@ def mp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str
     return F.scaled_dot_product_attention(q, k, v)
 
 
+def _compiling() -> bool:
+    """Inside torch.compile the cache would only add guards and recompiles: skip it."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
 def normalize_rows(w: torch.Tensor, eps: float = 1e-4, backend: str | None = None):
     """EDM2 ``normalize`` over every dim except 0: each output row gets unit RMS (Eq. 47)."""
     flat = w.reshape(w.shape[0], -1)
@@ -102,7 +108,7 @@ class MPConv(nn.Module):
             with torch.no_grad():
                 self.weight.copy_(normalize_rows(w.to(torch.float32), backend=self.backend))
             return normalize_rows(w.to(torch.float32), backend=self.backend)
-        if torch.is_grad_enabled() and w.requires_grad:
+        if (torch.is_grad_enabled() and w.requires_grad) or _compiling():
             return normalize_rows(w.to(torch.float32), backend=self.backend)
         key = (w._version, w.data_ptr(), w.device, w.dtype)
         if self._cache is None or self._cache[0] != key:
