@@ -39,7 +39,8 @@ AUGGEN_HD uint32_t float_as_bits(float f) {
 // exp(x) without branches so CPU loops vectorise: Cody-Waite reduction x = n ln2 + r,
 // |r| <= ln2/2, degree-6 Taylor polynomial (rel. error ~2e-7), 2^n built in the exponent bits.
 AUGGEN_HD float exp_poly(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // NaN passes through
+  x = x > -87.0f ? x : -87.0f;  // (max/min form: a NaN input gives a finite value here, and
+  x = x < 88.0f ? x : 88.0f;    // the callers still return NaN through their x * ... factor)
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
   const float t = x * 1.44269504088896341f + magic;
   const float n = t - magic;
@@ -52,7 +53,7 @@ AUGGEN_HD float exp_poly(float x) {
   p = fmaf(p, r, 0.5f);
   p = fmaf(p, r, 1.0f);
   p = fmaf(p, r, 1.0f);
-  const int32_t e = static_cast<int32_t>(n) + 127;
+  const int32_t e = static_cast<int32_t>(float_as_bits(t) - float_as_bits(magic)) + 127;
   return p * bits_as_float(static_cast<uint32_t>(e) << 23);
 }
 
@@ -66,8 +67,8 @@ AUGGEN_HD float exp_fast(float x) {
 
 AUGGEN_HD float sigmoidf_(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
 
-// mp_silu(x) = x * sigmoid(x) / 0.596
-AUGGEN_HD float mp_silu_value(float x) { return x * sigmoidf_(x) * kMpSiluScale; }
+// mp_silu(x) = x * sigmoid(x) / 0.596 (the gain folded into the sigmoid's division)
+AUGGEN_HD float mp_silu_value(float x) { return x * (kMpSiluScale / (1.0f + exp_fast(-x))); }
 
 // d/dx mp_silu(x) = s (1 + x (1 - s)) / 0.596 with s = sigmoid(x)
 AUGGEN_HD float mp_silu_grad(float x) {
