@@ -120,3 +120,10 @@ def test_cuda_launch_error_becomes_runtime_error():
     assert err != 0
     with pytest.raises(RuntimeError, match="CUDA kernel failed"):
         _backend.check_cuda(err)
+
+
+@pytest.mark.skipif("triton" not in ops.backends(), reason="triton unavailable")
+def test_opcheck_triton_backend():
+    x, c = _x(2, 5, 3, 4), _x(2, 5)
+    torch.library.opcheck(torch.ops.auggen.pixel_norm_silu.default, (x, 1, 1e-4, "triton"))
+    torch.library.opcheck(torch.ops.auggen.modulated_mp_silu.default, (x, c, "triton"))
