@@ -28,7 +28,7 @@ def _worker(rank, world, port, out):
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
-    from conftest import toy_faces
+    from tests.recognition.conftest import toy_faces
 
     net = train_fr(CFG, toy_faces(size=16), out / "run", progress=False)
     torch.save(net.state_dict(), out / f"rank{rank}.pt")
