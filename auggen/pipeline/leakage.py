@@ -62,6 +62,9 @@ def leakage_audit(embed, aug, manifest, real, out_dir, threshold: float, heldout
     if heldout is not None and len(heldout):
         ref = search_inner_product(embed(heldout), real_feats, k=1)[0][:, 0].numpy()
         summary["real_heldout_reference"] = _summary(ref)
+        # A scale-free flag: closer to a training image than a typical other real photo of
+        # the same person is (the absolute threshold depends on how M_orig spreads faces).
+        summary["closer_than_heldout_median_fraction"] = float(np.mean(cos >= np.median(ref)))
     write_json(out_dir / "leakage.json", summary)
     _plot(cos, ref, threshold, out_dir / "leakage.png")
     return summary

@@ -26,22 +26,10 @@ from auggen.pipeline.config import (
     SampleConfig,
 )
 from auggen.recognition.augment import AugmentConfig
+from auggen.recognition.train import PRESETS as FR_PRESETS
 from auggen.recognition.train import FRTrainConfig
 
-_ORL_FR = FRTrainConfig(
-    backbone="ir18",
-    width=16,
-    input_size=32,
-    embedding_size=128,
-    batch_size=32,
-    epochs=20,
-    lr=0.05,
-    warmup_epochs=1,
-    schedule="cosine",
-    milestones=(),
-    checkpoint_every=5,
-    seed=0,
-)
+_ORL_FR = FR_PRESETS["orl-tiny"]  # IR18, width 16, 32 px, AdaFace, 20 epochs (cosine)
 
 ORL_TINY = PipelineConfig(
     data=DataConfig(
@@ -55,17 +43,17 @@ ORL_TINY = PipelineConfig(
         preset="tiny",
         resolution=32,
         batch_size=32,
-        steps=3000,
+        steps=800,
         lr=0.01,
         lr_ref_steps=2000,
-        checkpoint_every=250,
+        checkpoint_every=100,
         log_every=25,
     ),
     fr=_ORL_FR,
     sample=SampleConfig(num_steps=12, batch_size=128),
-    repro=ReproConfig(images_per_identity=8),
+    repro=ReproConfig(images_per_identity=4),
     grid=GridConfig(
-        alphas=(0.2, 0.5, 0.8, 1.1), betas=(0.2, 0.5, 0.8, 1.1), pairs=4, samples_per_cell=4
+        alphas=(0.2, 0.5, 0.8, 1.1), betas=(0.2, 0.5, 0.8, 1.1), pairs=3, samples_per_cell=4
     ),
     generate=GenerateConfig(new_identities=30, images_per_identity=8, shard_identities=5),
     seeds=(0, 1),

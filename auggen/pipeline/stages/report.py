@@ -260,7 +260,9 @@ def run(cfg, in_dirs, out_dir) -> None:
         r = leak["real_heldout_reference"]
         lines.append(
             f"For scale: real held-out photos of training identities reach mean "
-            f"{r['mean']:.3f}, median {r['quantiles']['q50']:.3f}."
+            f"{r['mean']:.3f}, median {r['quantiles']['q50']:.3f}; "
+            f"{100 * leak['closer_than_heldout_median_fraction']:.1f} % of the generated images "
+            "are closer to a training image than that median."
         )
     lines += [
         "",
