@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import signal
 import sys
 import time
 import traceback
@@ -105,6 +106,10 @@ def resolve_config(args, presets: dict, default_preset: str):
     return name, cfg
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _message(e: BaseException) -> str:
     # KeyError's str() adds quotes around the message.
     return e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -128,6 +133,8 @@ def main(argv=None) -> int:
     out = Path(args.out or Path("runs") / name)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     force = [s.strip() for f in args.force for s in f.split(",") if s.strip()]
+    # A polite kill (SIGTERM) unwinds like Ctrl-C, so the stage records it was interrupted.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     t0 = time.perf_counter()
     try:
         status = run_pipeline(cfg, out, STAGES, stages=stages, force=force)
@@ -143,6 +150,8 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     wall = time.perf_counter() - t0
     ran = [s for s, v in status.items() if v == "ran"]
     print(f"done in {wall:.1f} s (ran: {', '.join(ran) or 'nothing, all finished'})")
