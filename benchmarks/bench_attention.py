@@ -16,13 +16,16 @@ Writes CSV rows: op, shape, dtype, backend, device, ms_p20, ms_p50, ms_p80, tflo
 import argparse
 import csv
 import os
-import platform
+import sys
 import time
 
 import numpy as np
 import torch
 
 from auggen.ops.attention import mp_attention
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import device_name  # noqa: E402
 
 FIELDS = ["op", "shape", "dtype", "backend", "device", "ms_p20", "ms_p50", "ms_p80", "tflops"]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -35,18 +38,6 @@ def edm2_shapes(batch: int, quick: bool) -> list[tuple[int, int, int, int]]:
     if not quick:
         shapes.append((batch, 1, 256, 96))  # 96 channels give one head of 96
     return shapes
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"cpu: {model} ({torch.get_num_threads()} threads)"
 
 
 def time_ms(fns: dict, device: torch.device, warmup: int, reps: int) -> dict:

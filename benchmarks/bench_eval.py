@@ -15,7 +15,7 @@ Writes CSV rows: task, size, backend, device, ms_p20, ms_p50, ms_p80, throughput
 import argparse
 import csv
 import os
-import platform
+import sys
 import time
 
 import numpy as np
@@ -24,19 +24,10 @@ import torch
 from auggen.eval import extract_embeddings, rank1_identification, tar_at_far, verification_accuracy
 from auggen.eval.roc import IJB_FARS
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import device_name  # noqa: E402
+
 FIELDS = ["task", "size", "backend", "device", "ms_p20", "ms_p50", "ms_p80", "throughput", "unit"]
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"cpu: {model} ({torch.get_num_threads()} threads)"
 
 
 def time_ms(fn, reps: int, warmup: int = 1, sync=lambda: None) -> tuple[float, float, float]:

@@ -18,7 +18,7 @@ import argparse
 import csv
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 
@@ -29,6 +29,9 @@ import torch.nn.functional as F
 from auggen.data.types import LabeledImages
 from auggen.recognition import AugmentConfig, augment_batch, build_backbone, build_head
 from auggen.recognition.train import FRTrainConfig, train_fr
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import device_name  # noqa: E402
 
 FIELDS = [
     "task",
@@ -45,18 +48,6 @@ FIELDS = [
     "img_per_s",
 ]
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"cpu: {model} ({torch.get_num_threads()} threads)"
 
 
 def time_ms(fn, device, warmup: int, reps: int) -> tuple[float, float, float]:
