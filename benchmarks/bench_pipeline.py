@@ -102,14 +102,14 @@ def main() -> None:
     else:
         run_dir = Path(args.out or f"runs/bench-{args.preset}")
         run_pipeline(cfg, run_dir, STAGES)
-    device = cfg.device
+    device, threads = cfg.device, args.threads or torch.get_num_threads()
     if (run_dir / "data" / "timing.json").exists():
-        device = json.loads((run_dir / "data" / "timing.json").read_text())["device"]
+        first = json.loads((run_dir / "data" / "timing.json").read_text())
+        device, threads = first["device"], first.get("threads", threads)
     kind = "cpu" if device == "cpu" else "cuda"
     out = Path(args.csv or Path(__file__).parent / "results" / f"pipeline_{kind}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     new = not out.exists()
-    threads = args.threads or torch.get_num_threads()
     with open(out, "a", newline="") as f:
         w = csv.writer(f)
         if new:

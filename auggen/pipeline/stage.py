@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from auggen.pipeline.overrides import to_dict
 
 CONFIG = "config.json"
@@ -116,6 +118,7 @@ def run_stage(
         "device": device,
         "host": socket.gethostname(),
         "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
         "resumed": state == "partial",
     }
     try:

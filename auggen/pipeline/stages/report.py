@@ -136,14 +136,16 @@ def curves_figure(cfg, root: Path, out: Path) -> bool:
     runs = [("baseline", root / "train_fr")] + [
         (v, root / "train_mix") for v in cfg.train_mix.variants
     ]
-    for variant, stage_dir in runs:
-        for seed in cfg.seeds:
+    for v, (variant, stage_dir) in enumerate(runs):
+        for k, seed in enumerate(cfg.seeds):
             p = fr_run_dir(stage_dir, variant, seed) / "history.json"
             if p.exists():
                 h = _read(p)
                 axes[1].plot(
                     [e["epoch"] for e in h],
                     [e["loss"] for e in h],
+                    color=f"C{v}",
+                    ls=("-", "--", ":", "-.")[k % 4],
                     label=f"{MODEL_LABELS[variant]} (seed {seed})",
                 )
                 any_curve = True
