@@ -218,6 +218,10 @@ def run(cfg, in_dirs, out_dir) -> None:
         "",
         "## Grid search",
         "",
+        f"Scale: {len(g.alphas)} x {len(g.betas)} grid (the paper: 11 x 11 over 0.1 ... 1.1), "
+        f"{cfg.sample.num_steps} sampler steps (EDM2 default 32), generator trained for "
+        f"{cfg.gen.steps} steps of {cfg.gen.batch_size} images.",
+        "",
         f"alpha ∈ {list(g.alphas)}, beta ∈ {list(g.betas)} ({grid_stats['cells']} cells), "
         f"{g.pairs} random pairs × {g.samples_per_cell} samples per cell, "
         f"{cfg.sample.num_steps} Heun steps. Best: **alpha* = {best['alpha']:g}, "
