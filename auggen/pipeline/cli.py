@@ -74,9 +74,14 @@ def build_parser(stages, presets) -> argparse.ArgumentParser:
 
 
 def _data_override(cfg, path: str):
-    """``--data``: a .rec (or a prefix with .rec beside it) is RecordIO, else an image folder."""
+    """``--data``: a .rec, a prefix with a .rec, or a folder with train.rec is RecordIO;
+    anything else an image folder (one sub-folder per identity)."""
     p = Path(path)
-    is_rec = p.suffix in (".rec", ".idx") or Path(str(p) + ".rec").exists()
+    is_rec = (
+        p.suffix in (".rec", ".idx")
+        or Path(str(p) + ".rec").exists()
+        or (p.is_dir() and (p / "train.rec").exists())  # an insightface dataset folder
+    )
     source = "recordio" if is_rec else "folder"
     return replace(cfg, data=replace(cfg.data, source=source, path=str(path)))
 

@@ -197,3 +197,34 @@ def test_config_file_and_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--preset", "micro", "--config", str(path), "--show-config"])
     assert "did you mean 'grid.pairs'" in capsys.readouterr().err
+
+
+def test_data_flag_picks_the_reader(tmp_path, capsys):
+    import json
+
+    def source(path):
+        assert main(["--preset", "micro", "--data", str(path), "--show-config"]) == 0
+        return json.loads(capsys.readouterr().out)["data"]["source"]
+
+    (tmp_path / "casia").mkdir()
+    assert source(tmp_path / "casia") == "folder"
+    (tmp_path / "casia" / "train.rec").write_bytes(b"")
+    assert source(tmp_path / "casia") == "recordio"
+    assert source(tmp_path / "casia" / "train") == "recordio"
+    assert source(tmp_path / "x.rec") == "recordio"
+
+
+def test_recordio_data(tmp_path):
+    from auggen.data import LabeledImages, write_recordio
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (12, 3, 20, 20), generator=g, dtype=torch.uint8)
+    write_recordio(tmp_path / "train", LabeledImages(images, torch.arange(12) % 3), fmt="png")
+    cfg = _cfg(tmp_path / "train")
+    cfg = replace(cfg, data=replace(cfg.data, source="recordio"))
+    _data_stage(cfg, tmp_path / "run")
+    train = load_images(tmp_path / "run" / "data" / "train.pt")
+    assert train.num_classes == 3 and len(train) == 12 - 3
+    with pytest.raises(FileNotFoundError, match="no such RecordIO file"):
+        bad = replace(cfg, data=replace(cfg.data, path=str(tmp_path / "missing")))
+        _data_stage(bad, tmp_path / "run2")
