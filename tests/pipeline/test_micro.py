@@ -138,3 +138,40 @@ def test_changed_config_reruns_that_stage_and_later_ones(micro_run, tmp_path):
     # evaluate is now older than train_mix: it is not current and cannot be used as is.
     with pytest.raises(RuntimeError, match="evaluate"):
         run_pipeline(cfg, tmp_path, STAGES, stages=["report"], log=_quiet)
+
+
+def test_evaluate_matches_a_direct_computation(micro_run):
+    """metrics.csv agrees with embedding + scoring the benchmark files by hand (numpy)."""
+    import numpy as np
+
+    from auggen.recognition.train import load_backbone
+
+    out, _ = micro_run
+    rows = {
+        (r["model"], r["benchmark"], r["metric"]): float(r["value"])
+        for r in read_csv(out / "evaluate" / "metrics.csv")
+        if r["seed"] == "0"
+    }
+    model = load_backbone(out / "train_mix" / "aug" / "seed0")
+
+    def embed(images):
+        x = torch.nn.functional.interpolate(
+            images.float(), size=MICRO.fr.input_size, mode="bilinear", antialias=True
+        )
+        x = (x.round().clamp(0, 255) / 255 - 0.5) / 0.5
+        with torch.no_grad():
+            e = model(x) + model(x.flip(-1))
+        return torch.nn.functional.normalize(e, dim=1).numpy()
+
+    ident = torch.load(out / "data" / "bench_heldout_ident.pt")
+    g, p = embed(ident["gallery"]), embed(ident["probe"])
+    pred = ident["gallery_labels"].numpy()[np.argmax(p @ g.T, axis=1)]
+    rank1 = float(np.mean(pred == ident["probe_labels"].numpy()))
+    assert rows[("aug", "heldout_ident", "rank1")] == pytest.approx(rank1, abs=1e-6)
+    verif = torch.load(out / "data" / "bench_unseen_verif.pt")
+    f = embed(verif["images"])
+    scores = (f[verif["idx_a"]] * f[verif["idx_b"]]).sum(1)
+    same = verif["issame"].numpy()
+    # Best-threshold accuracy over all pairs bounds the 10-fold accuracy from above.
+    best = max(np.mean((scores > t) == same) for t in np.concatenate([[-2.0], scores]))
+    assert rows[("aug", "unseen_verif", "accuracy")] <= best + 1e-9
