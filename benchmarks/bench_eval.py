@@ -16,7 +16,6 @@ import argparse
 import csv
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -25,22 +24,14 @@ from auggen.eval import extract_embeddings, rank1_identification, tar_at_far, ve
 from auggen.eval.roc import IJB_FARS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import device_name  # noqa: E402
+from _harness import device_name, time_fn  # noqa: E402
 
 FIELDS = ["task", "size", "backend", "device", "ms_p20", "ms_p50", "ms_p80", "throughput", "unit"]
 
 
-def time_ms(fn, reps: int, warmup: int = 1, sync=lambda: None) -> tuple[float, float, float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return tuple(float(p) for p in np.percentile(times, [20, 50, 80]))
+def time_ms(fn, reps: int, warmup: int = 1, device="cpu") -> tuple[float, float, float]:
+    t = time_fn(fn, device, warmup, reps)
+    return t.p20, t.p50, t.p80
 
 
 def bench_verification(n, reps, dev):
@@ -83,13 +74,12 @@ def bench_embed(device, reps, dev, quick):
     except ImportError:
         return []
     configs = [("ir18", 16, 32, 256)] + ([] if quick else [("ir50", 64, 112, 32)])
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows = []
     for name, width, size, n in configs:
         model = build_backbone(name, input_size=size, width=width).to(device)
         imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
         t = time_ms(
-            lambda m=model, x=imgs: extract_embeddings(m, x, 128, True, device), reps, 1, sync
+            lambda m=model, x=imgs: extract_embeddings(m, x, 128, True, device), reps, 1, device
         )
         label = f"{name} w{width} {size}px x{n}"
         rows.append(["embed", label, "flip-fused", dev, *t, n / t[1] * 1e3, "img/s"])

@@ -31,7 +31,7 @@ from auggen.recognition import AugmentConfig, augment_batch, build_backbone, bui
 from auggen.recognition.train import FRTrainConfig, train_fr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import device_name  # noqa: E402
+from _harness import device_name, time_fn  # noqa: E402
 
 FIELDS = [
     "task",
@@ -51,17 +51,8 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def time_ms(fn, device, warmup: int, reps: int) -> tuple[float, float, float]:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return tuple(float(p) for p in np.percentile(times, [20, 50, 80]))
+    t = time_fn(fn, device, warmup, reps)
+    return t.p20, t.p50, t.p80
 
 
 def row(task, model, size, width, batch, dtype, cl, device, ms):
