@@ -8,7 +8,6 @@ test can run the whole network on the ``"reference"`` backend.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -16,24 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from auggen import ops
-
-try:  # the fused attention op lands later; until then pixel_norm + SDPA is the definition
-    from auggen.ops import mp_attention as _mp_attention
-except ImportError:  # pragma: no cover - depends on the ops work in progress
-    _mp_attention = None
-_ATTN_TAKES_BACKEND = (
-    _mp_attention is not None and "backend" in inspect.signature(_mp_attention).parameters
-)
-
-
-def mp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None):
-    """softmax(q̂ k̂ᵀ / sqrt(D)) v̂ with q, k, v (N, heads, L, D) pixel-normalised along D."""
-    if _mp_attention is not None:
-        if _ATTN_TAKES_BACKEND:
-            return _mp_attention(q, k, v, backend=backend)
-        return _mp_attention(q, k, v)
-    q, k, v = (ops.pixel_norm(t, dim=-1, backend=backend) for t in (q, k, v))
-    return F.scaled_dot_product_attention(q, k, v)
 
 
 def _compiling() -> bool:
@@ -197,7 +178,7 @@ class Block(nn.Module):
         # qkv channel index is head*3*ch + c*3 + {q,k,v}: q/k/v interleaved innermost
         qkv = self.attn_qkv(x).reshape(n, self.num_heads, -1, 3, hh * ww)
         q, k, v = (t.transpose(2, 3) for t in qkv.unbind(3))  # (N, heads, HW, ch)
-        y = mp_attention(q, k, v, backend=be).transpose(2, 3).reshape(n, c_, hh, ww)
+        y = ops.mp_attention(q, k, v, backend=be).transpose(2, 3).reshape(n, c_, hh, ww)
         y = self.attn_proj(y)
         return self._clip_sum(x, y, self.attn_balance)
 

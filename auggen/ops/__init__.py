@@ -8,14 +8,10 @@ implementations, so ``torch.compile(fullgraph=True)`` traces through them.
 """
 
 from auggen.ops._backend import BACKENDS, backends
+from auggen.ops.attention import mp_attention
 from auggen.ops.elementwise import mp_silu, mp_sum, mp_sum_clamp
 from auggen.ops.modulate import modulated_mp_silu
 from auggen.ops.pixel_norm import pixel_norm, pixel_norm_silu
-
-try:  # mp_attention lives in its own family file (added separately)
-    from auggen.ops.attention import mp_attention
-except ImportError:
-    pass
 
 __all__ = [
     "BACKENDS",

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from auggen.generator.layers import Block, MPConv, MPFourier, mp_attention, mp_cat, resample
+from auggen.generator.layers import Block, MPConv, MPFourier, mp_cat, resample
+from auggen.ops import mp_attention
 
 
 def _rms(x):

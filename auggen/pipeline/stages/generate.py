@@ -130,20 +130,14 @@ def run(cfg, in_dirs, out_dir) -> None:
 
 
 def _export(aug: LabeledImages, out_dir, g) -> None:
-    """The user-facing copies of D_aug: PNG folder and RecordIO (when the writers exist)."""
+    """The user-facing copies of D_aug: PNG folder and optionally RecordIO."""
     import auggen.data as data
 
     notes = {}
     if g.write_images:
-        if hasattr(data, "write_image_folder"):
-            data.write_image_folder(out_dir / "images", aug)
-            notes["images"] = "images/"
-        else:
-            notes["images"] = "skipped: auggen.data.write_image_folder is not available"
+        data.write_image_folder(out_dir / "images", aug)
+        notes["images"] = "images/"
     if g.write_recordio:
-        if hasattr(data, "write_recordio"):
-            data.write_recordio(out_dir / "aug", aug)
-            notes["recordio"] = "aug.rec / aug.idx"
-        else:
-            notes["recordio"] = "skipped: auggen.data.write_recordio is not available"
+        data.write_recordio(out_dir / "aug", aug)
+        notes["recordio"] = "aug.rec / aug.idx"
     write_json(out_dir / "exports.json", notes)
