@@ -98,34 +98,10 @@ def bench_model(model, size, width, emb, batch, dtype, cl, device, classes, warm
         opt.step()
 
     rows = []
-    net.eval()
-    rows.append(
-        row(
-            "forward",
-            model,
-            size,
-            width,
-            batch,
-            dtype,
-            cl,
-            device,
-            time_ms(forward, device, warmup, reps),
-        )
-    )
-    net.train()
-    rows.append(
-        row(
-            "train",
-            model,
-            size,
-            width,
-            batch,
-            dtype,
-            cl,
-            device,
-            time_ms(train_step, device, warmup, reps),
-        )
-    )
+    for task, fn, train in (("forward", forward, False), ("train", train_step, True)):
+        net.train(train)
+        ms = time_ms(fn, device, warmup, reps)
+        rows.append(row(task, model, size, width, batch, dtype, cl, device, ms))
     return rows
 
 
