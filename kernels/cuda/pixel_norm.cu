@@ -17,18 +17,35 @@ __device__ __forceinline__ float grad_n(const T* gy, const T* gz, int64_t k, flo
   return g;
 }
 
+// Sum of squares of one row, reduced over the warp (every lane gets the total).
+template <typename T>
+__device__ __forceinline__ float row_sumsq(const T* x, int64_t base, int64_t C, int lane) {
+  float ss = 0.0f;
+  for (int64_t c = lane; c < C; c += 32) {
+    const float v = to_float(x[base + c]);
+    ss += v * v;
+  }
+  return warp_sum(ss);
+}
+
+// Sum of squares of one strided column x[base + c * inner], c < C.
+template <typename T>
+__device__ __forceinline__ float col_sumsq(const T* x, int64_t base, int64_t C, int64_t inner) {
+  float ss = 0.0f;
+  for (int64_t c = 0; c < C; ++c) {
+    const float v = to_float(x[base + c * inner]);
+    ss += v * v;
+  }
+  return ss;
+}
+
 template <typename T>
 __global__ void fwd_rows_k(const T* x, T* y, T* z, int64_t rows, int64_t C, float eps) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;
   const int64_t base = r * C;
-  float ss = 0.0f;
-  for (int64_t c = lane; c < C; c += 32) {
-    const float v = to_float(x[base + c]);
-    ss += v * v;
-  }
-  const float s = pixel_norm_scale(warp_sum(ss), C, eps);
+  const float s = pixel_norm_scale(row_sumsq(x, base, C, lane), C, eps);
   for (int64_t c = lane; c < C; c += 32) {
     const float n = to_float(x[base + c]) * s;
     y[base + c] = from_float<T>(n);
@@ -42,11 +59,7 @@ __global__ void fwd_cols_k(const T* x, T* y, T* z, int64_t outer, int64_t C, int
   const int64_t col = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col >= outer * inner) return;
   const int64_t base = (col / inner) * C * inner + col % inner;
-  float ss = 0.0f;
-  for (int64_t c = 0; c < C; ++c) {
-    const float v = to_float(x[base + c * inner]);
-    ss += v * v;
-  }
+  const float ss = col_sumsq(x, base, C, inner);
   const float s = pixel_norm_scale(ss, C, eps);
   for (int64_t c = 0; c < C; ++c) {
     const int64_t k = base + c * inner;
@@ -63,12 +76,7 @@ __global__ void bwd_rows_k(const T* x, const T* gy, const T* gz, T* gx, int64_t 
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;
   const int64_t base = r * C;
-  float ss = 0.0f;
-  for (int64_t c = lane; c < C; c += 32) {
-    const float v = to_float(x[base + c]);
-    ss += v * v;
-  }
-  ss = warp_sum(ss);
+  const float ss = row_sumsq(x, base, C, lane);
   const float s = pixel_norm_scale(ss, C, eps);
   float dot = 0.0f;
   for (int64_t c = lane; c < C; c += 32) {
@@ -88,11 +96,7 @@ __global__ void bwd_cols_k(const T* x, const T* gy, const T* gz, T* gx, int64_t 
   const int64_t col = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (col >= outer * inner) return;
   const int64_t base = (col / inner) * C * inner + col % inner;
-  float ss = 0.0f;
-  for (int64_t c = 0; c < C; ++c) {
-    const float v = to_float(x[base + c * inner]);
-    ss += v * v;
-  }
+  const float ss = col_sumsq(x, base, C, inner);
   const float s = pixel_norm_scale(ss, C, eps);
   float dot = 0.0f;
   for (int64_t c = 0; c < C; ++c) {
