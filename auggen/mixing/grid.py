@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from auggen.files import load_bundle, save_bundle
 from auggen.mixing.conditions import MAX_COEF, mix_conditions, sample_pairs
 from auggen.mixing.metrics import mixing_scores
 from auggen.mixing.search import l2_normalize
@@ -126,7 +127,7 @@ def grid_search(
 
     state = {"config": asdict(cfg), "pairs": pairs, "rows": {}}
     path = Path(state_path) if state_path is not None else None
-    preview_path = path.with_suffix(".preview.pt") if path is not None else None
+    preview_path = path.with_suffix(".preview.safetensors") if path is not None else None
     previews: dict[int, torch.Tensor] = {}
     if path is not None and path.exists():
         old = json.loads(path.read_text())
@@ -135,7 +136,8 @@ def grid_search(
         ]:
             state["rows"] = old["rows"]
             if preview_path.exists():
-                previews = torch.load(preview_path)
+                saved = load_bundle(preview_path)
+                previews = {int(a): saved[a] for a in saved}
 
     pi = torch.tensor([p[0] for p in pairs]).repeat_interleave(k)
     pj = torch.tensor([p[1] for p in pairs]).repeat_interleave(k)
@@ -155,9 +157,7 @@ def grid_search(
             alpha, cfg.betas, pairs, feats, real_feats, real_labels, k, cfg.backend
         )
         if path is not None:
-            tmp = preview_path.with_suffix(".tmp")
-            torch.save(previews, tmp)
-            os.replace(tmp, preview_path)
+            save_bundle({str(a): v for a, v in previews.items()}, preview_path)
             _save_state(path, state)
         bar.update(nb)
         if after_row is not None:

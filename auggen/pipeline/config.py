@@ -110,6 +110,9 @@ class PipelineConfig:
 
     def validate(self) -> None:
         """Reject bad settings before any stage runs (so nothing finished is touched)."""
+        from auggen.runtime import check_device
+
+        check_device(self.device)
         d = self.data
         if d.source not in DATA_SOURCES:
             raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {d.source!r}")

@@ -8,20 +8,11 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from auggen.pipeline.lock import RunLock
 from auggen.pipeline.stage import DONE, Stage, done_token, fingerprint, run_stage, stage_state
 
-BACKUP = ".replaced"  # a finished stage whose config changed waits here until its rerun ends
-
-
-def _set_aside(out_dir: Path, backup: Path) -> None:
-    """Before a rerun: keep a finished result until the rerun succeeds; drop a partial one."""
-    if (out_dir / DONE).exists():
-        if backup.exists():
-            shutil.rmtree(backup)
-        backup.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(out_dir, backup)
-    else:
-        shutil.rmtree(out_dir)
+BACKUP = ".replaced"  # finished results of another config, restored if it comes back
+PENDING = ".pending"  # a rerun over a finished result runs here and is swapped in when done
 
 
 def _swap(out_dir: Path, backup: Path) -> None:
@@ -60,9 +51,13 @@ def run_pipeline(
 
     Returns {stage: 'ran' | 'skipped' | 'restored' | 'not selected'}. A stage outside
     ``stages`` that a selected stage reads from must already be finished with the current
-    config. A finished stage whose config changed is set aside (``.replaced/<stage>``) and
-    dropped only when its rerun finishes, so a failing rerun loses nothing finished; going
-    back to the old config restores it without rerunning.
+    config. The run holds ``out_root``'s lock throughout (a second run on it is refused).
+
+    A finished result is never deleted before its replacement is finished: a rerun over one
+    (config changed, or ``--force``) runs in ``.pending/<stage>`` and is swapped in when it
+    is done; a killed or failing rerun leaves the finished result in place, and the same
+    command resumes the pending one. The result of a different config waits in
+    ``.replaced/<stage>``, so going back to that config restores it without rerunning.
     """
     selected = set(check_stage_names(stages, registry, "stage") if stages else registry)
     forced = set(check_stage_names(force, registry, "--force stage"))
@@ -70,7 +65,11 @@ def run_pipeline(
     if hasattr(cfg, "validate"):
         cfg.validate()
     out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_root):
+        return _run_locked(cfg, out_root, registry, selected, forced, log)
+
+
+def _run_locked(cfg, out_root: Path, registry, selected, forced, log) -> dict[str, str]:
     device = getattr(cfg, "device", "cpu")
     if getattr(cfg, "threads", 0):
         import torch
@@ -96,35 +95,59 @@ def run_pipeline(
         tokens = {d: done_token(out_root / d) for d in stage.needs}
         fp = fingerprint(stage, cfg, tokens)
         backup = out_root / BACKUP / name
-        if name in forced and out_dir.exists():
-            shutil.rmtree(out_dir)
+        pending = out_root / PENDING / name
+        _recover_swap(out_dir, pending, fp)
         state = stage_state(out_dir, fp)
-        if state in ("stale", "absent") and stage_state(backup, fp) == "done":
+        is_forced = name in forced
+        if not is_forced and state in ("stale", "absent") and stage_state(backup, fp) == "done":
             _swap(out_dir, backup)
             log(f"[{name}] restored the finished result of this config from {backup}")
             status[name] = "restored"
-        elif state == "done":
+        elif not is_forced and state == "done":
+            if pending.exists():
+                log(f"[{name}] an unfinished rerun waits in {pending} (resumed when rerun again)")
             log(f"[{name}] done already, skipped ({out_dir})")
             status[name] = "skipped"
         else:
-            if state == "stale":
-                _set_aside(out_dir, backup)
-            verb = {"partial": "resuming", "stale": "config changed, rerunning"}.get(
-                state, "running"
-            )
+            keep_finished = (out_dir / DONE).exists()
+            work = pending if keep_finished else out_dir
+            if not keep_finished and state in ("stale", "absent") and out_dir.exists():
+                shutil.rmtree(out_dir)  # an unfinished attempt of another config
+            if is_forced and not keep_finished and state == "partial":
+                shutil.rmtree(out_dir)  # --force: start over, nothing finished to keep
+            verb = "forced, rerunning" if is_forced else "config changed, rerunning"
+            if not keep_finished:
+                verb = "resuming" if stage_state(work, fp) == "partial" else "running"
+            elif stage_state(work, fp) == "partial":
+                verb += " (resuming the pending rerun)"
             log(f"[{name}] {verb}: {stage.summary or name}")
-            wall = run_stage(
-                stage,
-                cfg,
-                {d: out_root / d for d in stage.needs},
-                out_dir,
-                fp,
-                tokens,
-                device=device,
-            )
-            if backup.exists():
-                shutil.rmtree(backup)
+            in_dirs = {d: out_root / d for d in stage.needs}
+            wall = run_stage(stage, cfg, in_dirs, work, fp, tokens, device=device, log=log)
+            if keep_finished:
+                _replace_finished(out_dir, work, backup, keep_old=state == "stale")
             log(f"[{name}] finished in {wall:.1f} s")
             status[name] = "ran"
         current[name] = True
     return status
+
+
+def _recover_swap(out_dir: Path, pending: Path, fp: str) -> None:
+    """Finish a swap that a kill interrupted between its two renames."""
+    old = pending.with_name(pending.name + ".old")
+    if not out_dir.exists() and stage_state(pending, fp) == "done":
+        os.replace(pending, out_dir)
+    if old.exists() and out_dir.exists():
+        shutil.rmtree(old)
+
+
+def _replace_finished(out_dir: Path, new: Path, backup: Path, keep_old: bool) -> None:
+    """Swap the finished rerun ``new`` into ``out_dir``; the old result goes to ``backup``
+    (another config: kept for a switch back) or is deleted (same config, ``--force``)."""
+    old = backup if keep_old else new.with_name(new.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    old.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out_dir, old)
+    os.replace(new, out_dir)
+    if not keep_old:
+        shutil.rmtree(old)

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -22,11 +23,13 @@ from pathlib import Path
 
 import torch
 
+from auggen.files import remove_temp_files
 from auggen.pipeline.overrides import to_dict
 
 CONFIG = "config.json"
 DONE = "DONE"
 TIMING = "timing.json"
+HEARTBEAT_S = 10.0  # timing.json is rewritten this often while a stage runs
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Stage:
     needs: tuple[str, ...] = ()
     config_keys: tuple[str, ...] = ()  # top-level config sections the stage reads
     summary: str = ""
+    # inputs(cfg) -> JSON-able fingerprint of files read from outside the run folder
+    inputs: Callable | None = None
 
 
 def write_json(path: Path, obj) -> None:
@@ -67,10 +72,13 @@ def _section(cfg, key: str):
 
 
 def fingerprint(stage: Stage, cfg, tokens: dict[str, str]) -> str:
-    blob = json.dumps(
-        {"stage": stage.name, "config": stage_config(stage, cfg), "inputs": tokens},
-        sort_keys=True,
-    )
+    from auggen.pipeline.store import FORMAT
+
+    fields = {"stage": stage.name, "config": stage_config(stage, cfg), "inputs": tokens}
+    fields["format"] = FORMAT
+    if stage.inputs is not None:
+        fields["external"] = stage.inputs(cfg)
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -85,6 +93,56 @@ def stage_state(stage_dir: Path, fp: str) -> str:
     return "done" if (stage_dir / DONE).exists() else "partial"
 
 
+class _Clock:
+    """Keeps ``timing.json`` current while a stage runs, so a ``kill -9`` loses at most
+    ``every`` seconds of the time the report adds up over attempts."""
+
+    def __init__(self, path: Path, base: dict, previous: float, every: float | None = None):
+        self.path, self.base, self.previous = path, base, previous
+        self.every = HEARTBEAT_S if every is None else every
+        self.t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # the beat and the final write share timing.json.tmp
+        self._final = False
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def write(self, status: str) -> float:
+        with self._lock:
+            wall = self.wall()
+            if self._final:
+                return wall
+            self._final = status != "running"
+            write_json(
+                self.path,
+                {
+                    **self.base,
+                    "status": status,
+                    "wall_s": wall,
+                    "wall_s_all_attempts": self.previous + wall,
+                },
+            )
+            return wall
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.write("running")
+            except OSError:  # a full disk must not kill the stage through its clock
+                pass
+
+    def __enter__(self) -> _Clock:
+        self.write("running")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_stage(
     stage: Stage,
     cfg,
@@ -93,52 +151,46 @@ def run_stage(
     fp: str,
     tokens: dict[str, str],
     device: str = "cpu",
+    log: Callable[[str], None] = print,
 ) -> float:
     """Run (or resume) one stage in ``out_dir`` and mark it DONE; returns wall seconds."""
     out_dir = Path(out_dir)
     state = stage_state(out_dir, fp)
-    if state == "stale":  # the driver sets finished results aside first
+    if state == "stale":  # the driver keeps finished results elsewhere first
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous = 0.0
-    if state == "partial" and (out_dir / TIMING).exists():
-        previous = read_json(out_dir / TIMING).get("wall_s_all_attempts", 0.0)
-    write_json(
-        out_dir / CONFIG,
-        {
-            "stage": stage.name,
-            "fingerprint": fp,
-            "inputs": tokens,
-            "config": stage_config(stage, cfg),
-        },
-    )
-    t0 = time.perf_counter()
-    timing = {
+    previous, attempts = 0.0, 0
+    if state == "partial":
+        removed = remove_temp_files(out_dir)
+        if removed:
+            log(f"[{stage.name}] removed {len(removed)} temporary file(s) of an interrupted write")
+        if (out_dir / TIMING).exists():
+            old = read_json(out_dir / TIMING)
+            previous, attempts = old.get("wall_s_all_attempts", 0.0), old.get("attempts", 1)
+    config = {
+        "stage": stage.name,
+        "fingerprint": fp,
+        "inputs": tokens,
+        "config": stage_config(stage, cfg),
+    }
+    if stage.inputs is not None:
+        config["external_inputs"] = stage.inputs(cfg)
+    write_json(out_dir / CONFIG, config)
+    base = {
         "stage": stage.name,
         "device": device,
         "host": socket.gethostname(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "resumed": state == "partial",
+        "attempts": attempts + 1,
     }
-    try:
-        stage.run(cfg, in_dirs, out_dir)
-    except BaseException:
-        wall = time.perf_counter() - t0
-        write_json(
-            out_dir / TIMING,
-            {
-                **timing,
-                "status": "interrupted",
-                "wall_s": wall,
-                "wall_s_all_attempts": previous + wall,
-            },
-        )
-        raise
-    wall = time.perf_counter() - t0
-    write_json(
-        out_dir / TIMING,
-        {**timing, "status": "done", "wall_s": wall, "wall_s_all_attempts": previous + wall},
-    )
+    with _Clock(out_dir / TIMING, base, previous) as clock:
+        try:
+            stage.run(cfg, in_dirs, out_dir)
+        except BaseException:
+            clock.write("interrupted")
+            raise
+        wall = clock.write("done")
     write_json(out_dir / DONE, {"token": uuid.uuid4().hex, "finished": time.time()})
     return wall

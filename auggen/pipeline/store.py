@@ -1,4 +1,9 @@
-"""How stages hand tensors to each other: atomic torch files and LabeledImages bundles."""
+"""How stages hand tensors to each other: safetensors bundles, never pickles.
+
+A bundle is one ``.safetensors`` file: tensors in its body, the other (JSON-able) values in
+its header (see ``auggen.files``). A planted or corrupt file fails to load with an error that
+names it; nothing in it runs.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +14,33 @@ from pathlib import Path
 import torch
 
 from auggen.data.types import LabeledImages
+from auggen.files import load_bundle, save_bundle
 
+FORMAT = "safetensors-v1"  # part of every stage's fingerprint: a format change reruns stages
+EXT = ".safetensors"
 
-def save_atomic(obj, path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+save_atomic = save_bundle
+load = load_bundle
 
 
 def save_images(data: LabeledImages, path) -> None:
-    save_atomic(
+    save_bundle(
         {
             "images": data.images,
             "labels": data.labels,
             "names": list(data.names),
-            "num_classes": data.num_classes,
+            "num_classes": int(data.num_classes),
         },
         path,
     )
 
 
 def load_images(path) -> LabeledImages:
-    d = load(path)
-    return LabeledImages(d["images"], d["labels"], d["names"], d["num_classes"])
+    d = load_bundle(path)
+    missing = [k for k in ("images", "labels", "num_classes") if k not in d]
+    if missing:
+        raise ValueError(f"{path}: not an image set (missing {missing})")
+    return LabeledImages(d["images"], d["labels"], d.get("names", []), d["num_classes"])
 
 
 def concat(parts: list[LabeledImages], num_classes: int) -> LabeledImages:

@@ -69,14 +69,20 @@ def test_skip_resume_and_rerun(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, "first:2")
     with pytest.raises(SimulatedCrash):
         run_pipeline(cfg2, tmp_path, reg, log=lambda s: None)
-    assert not (tmp_path / "first" / DONE).exists()
-    assert len(list((tmp_path / "first").glob("part*.txt"))) == 3
-    timing = json.loads((tmp_path / "first" / TIMING).read_text())
+    # The rerun works beside the finished result, which stays in place until it is done.
+    assert (tmp_path / "first" / DONE).exists()
+    pending = tmp_path / ".pending" / "first"
+    assert not (pending / DONE).exists()
+    assert len(list(pending.glob("part*.txt"))) == 3
+    timing = json.loads((pending / TIMING).read_text())
     assert timing["status"] == "interrupted"
     monkeypatch.delenv(ENV)
     run_pipeline(cfg2, tmp_path, reg, log=lambda s: None)
     assert (tmp_path / "second" / "out.txt").read_text() == "10.0x"
-    assert json.loads((tmp_path / "first" / TIMING).read_text())["resumed"] is True
+    timing = json.loads((tmp_path / "first" / TIMING).read_text())
+    assert timing["resumed"] is True and timing["attempts"] == 2
+    assert timing["wall_s_all_attempts"] > timing["wall_s"]
+    assert not pending.exists()
     # --force reruns a stage and, through its new token, the ones after it.
     n = len(log)
     run_pipeline(cfg2, tmp_path, reg, force=["first"], log=lambda s: None)
@@ -143,13 +149,51 @@ def test_failed_rerun_keeps_the_finished_result(tmp_path, monkeypatch):
     with pytest.raises(SimulatedCrash):
         run_pipeline(apply_set(Toy(), "a.n=6"), tmp_path, reg, log=lambda s: None)
     monkeypatch.delenv(ENV)
-    assert (tmp_path / ".replaced" / "first" / DONE).read_text() == token
-    # Back to the old config: the finished result comes back, nothing reruns.
-    status = run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
-    assert status == {"first": "restored", "second": "skipped"}
     assert (tmp_path / "first" / DONE).read_text() == token
-    assert log == ["first", "second", "first"]
-    # A successful rerun drops the set-aside copy.
+    assert (tmp_path / "first" / "sum.txt").read_text() == "3.0"
+    # Back to the old config: nothing reruns, the finished result never moved.
+    status = run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
+    assert status == {"first": "skipped", "second": "skipped"}
+    # The new config resumes its pending rerun; the old result is kept for a switch back.
     run_pipeline(apply_set(Toy(), "a.n=6"), tmp_path, reg, log=lambda s: None)
-    assert not (tmp_path / ".replaced" / "first").exists()
     assert (tmp_path / "second" / "out.txt").read_text() == "15.0x"
+    assert (tmp_path / ".replaced" / "first" / DONE).read_text() == token
+    assert not (tmp_path / ".pending" / "first").exists()
+    n = len(log)
+    status = run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
+    assert status == {"first": "restored", "second": "restored"}
+    assert (tmp_path / "first" / DONE).read_text() == token
+    assert (tmp_path / "second" / "out.txt").read_text() == "3.0x"
+    assert log[n:] == []
+
+
+def test_failed_force_keeps_the_finished_result(tmp_path, monkeypatch):
+    log = []
+    reg = _toy_registry(log)
+    run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
+    token = (tmp_path / "first" / DONE).read_text()
+    monkeypatch.setenv(ENV, "first:1")
+    with pytest.raises(SimulatedCrash):
+        run_pipeline(Toy(), tmp_path, reg, force=["first"], log=lambda s: None)
+    monkeypatch.delenv(ENV)
+    assert (tmp_path / "first" / DONE).read_text() == token
+    assert (tmp_path / "first" / "sum.txt").exists()
+    # Without --force the finished result is used; the same --force command resumes.
+    assert run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)["first"] == "skipped"
+    status = run_pipeline(Toy(), tmp_path, reg, force=["first"], log=lambda s: None)
+    assert status == {"first": "ran", "second": "ran"}
+    assert (tmp_path / "first" / DONE).read_text() != token
+    assert not (tmp_path / ".pending").joinpath("first").exists()
+    assert not (tmp_path / ".pending").joinpath("first.old").exists()
+
+
+def test_a_swap_cut_between_its_renames_completes(tmp_path):
+    reg = _toy_registry([])
+    run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
+    # What a kill between "finished -> .old" and "pending -> stage" leaves behind.
+    pending = tmp_path / ".pending"
+    pending.mkdir()
+    (tmp_path / "first").rename(pending / "first")
+    status = run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
+    assert status == {"first": "skipped", "second": "skipped"}
+    assert (tmp_path / "first" / DONE).exists() and not (pending / "first").exists()

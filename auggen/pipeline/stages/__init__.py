@@ -1,5 +1,6 @@
 """The AugGen stages in run order: ``STAGES[name]`` (see DESIGN.md, "The pipeline")."""
 
+from auggen.pipeline.inputs import data_fingerprint
 from auggen.pipeline.stage import Stage
 from auggen.pipeline.stages import (
     data,
@@ -14,7 +15,14 @@ from auggen.pipeline.stages import (
 )
 
 STAGES: dict[str, Stage] = {
-    "data": Stage("data", data.run, (), ("data",), "load, check and split D_orig"),
+    "data": Stage(
+        "data",
+        data.run,
+        (),
+        ("data",),
+        "load, check and split D_orig",
+        inputs=lambda cfg: data_fingerprint(cfg.data),
+    ),
     "train_gen": Stage(
         "train_gen", train_gen.run, ("data",), ("gen",), "train the EDM2 generator G on D_orig"
     ),

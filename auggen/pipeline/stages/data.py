@@ -1,7 +1,8 @@
 """Stage ``data``: load D_orig, check it, split it, and write the evaluation benchmarks.
 
-Outputs: ``train.pt`` (D_orig, labels 0..N-1), ``benchmarks.json`` + ``bench_<name>.pt``,
-``split.json``. ORL: the last ``unseen_identities`` identities only give verification pairs
+Outputs: ``train.safetensors`` (D_orig, labels 0..N-1), ``benchmarks.json`` +
+``bench_<name>.safetensors``, ``split.json``.
+ORL: the last ``unseen_identities`` identities only give verification pairs
 and an identification set (never trained on); each training identity keeps
 ``heldout_per_identity`` images aside as rank-1 probes against its training images.
 """
@@ -104,7 +105,7 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
     n_train = len(keep) - d.unseen_identities
     train_all = relabel(raw, keep[:n_train])
     train, heldout = split_heldout(train_all, d.heldout_per_identity, d.seed)
-    save_images(train, out_dir / "train.pt")
+    save_images(train, out_dir / "train.safetensors")
     benches = []
     if len(heldout):
         save_atomic(
@@ -114,13 +115,13 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
                 "probe": heldout.images,
                 "probe_labels": heldout.labels,
             },
-            out_dir / "bench_heldout_ident.pt",
+            out_dir / "bench_heldout_ident.safetensors",
         )
         benches.append(
             {
                 "name": "heldout_ident",
                 "kind": "identification",
-                "file": "bench_heldout_ident.pt",
+                "file": "bench_heldout_ident.safetensors",
                 "about": f"rank-1: {len(heldout)} held-out images of the "
                 f"{n_train} training identities vs their training images",
             }
@@ -162,13 +163,13 @@ def _unseen_benchmarks(unseen: LabeledImages, d, out_dir: Path) -> list[dict]:
     a, b, same = make_verification_pairs(unseen.labels, d.verification_pairs, seed=d.seed)
     save_atomic(
         {"images": unseen.images, "idx_a": a, "idx_b": b, "issame": same},
-        out_dir / "bench_unseen_verif.pt",
+        out_dir / "bench_unseen_verif.safetensors",
     )
     benches.append(
         {
             "name": "unseen_verif",
             "kind": "verification",
-            "file": "bench_unseen_verif.pt",
+            "file": "bench_unseen_verif.safetensors",
             "about": f"{len(same)} pairs ({int(same.sum())} genuine) among the "
             f"{unseen.num_classes} unseen identities",
         }
@@ -184,13 +185,13 @@ def _unseen_benchmarks(unseen: LabeledImages, d, out_dir: Path) -> list[dict]:
             "probe": unseen.images[rest],
             "probe_labels": unseen.labels[rest],
         },
-        out_dir / "bench_unseen_ident.pt",
+        out_dir / "bench_unseen_ident.safetensors",
     )
     benches.append(
         {
             "name": "unseen_ident",
             "kind": "identification",
-            "file": "bench_unseen_ident.pt",
+            "file": "bench_unseen_ident.safetensors",
             "about": f"rank-1: {int(rest.sum())} probes of the {unseen.num_classes} "
             "unseen identities vs one gallery image each",
         }

@@ -1,9 +1,9 @@
 """Stage ``generate``: D_aug, N_new new identities from ``alpha* c_i + beta* c_j``.
 
 Identity n (label N_orig + n) mixes a random pair of distinct classes (i, j); its K images
-use seeds ``seed * 10^6 + n K + k``. Work is sharded by identity (``shards/shardNNNNN.pt``,
+use seeds ``seed * 10^6 + n K + k``. Work is sharded by identity (``shards/shardNNNNN.safetensors``,
 atomic), so a killed run resumes at the first missing shard and reproduces the same images.
-Then: ``aug.pt``, ``manifest.csv``, the image folder ``images/`` (and RecordIO when asked),
+Then: ``aug.safetensors``, ``manifest.csv``, the image folder ``images/`` (and RecordIO when asked),
 and the leakage audit (``leakage.csv``, ``leakage.json``, ``leakage.png``).
 """
 
@@ -53,7 +53,7 @@ def image_names(manifest: list[dict], num_classes: int) -> list[str]:
 
 def run(cfg, in_dirs, out_dir) -> None:
     g = cfg.generate
-    real = load_images(in_dirs["data"] / "train.pt")
+    real = load_images(in_dirs["data"] / "train.safetensors")
     n_orig = real.num_classes
     alpha, beta, origin = mixing_weights(cfg, in_dirs)
     net = load_gen(in_dirs, cfg.device)
@@ -64,7 +64,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     shard_dir.mkdir(exist_ok=True)
     n_shards = -(-g.new_identities // per)
     for s in tqdm(range(n_shards), desc="generate (shards)", disable=not cfg.progress):
-        path = shard_dir / f"shard{s:05d}.pt"
+        path = shard_dir / f"shard{s:05d}.safetensors"
         if path.exists():
             continue
         ids = torch.arange(s * per, min((s + 1) * per, g.new_identities))
@@ -91,14 +91,14 @@ def run(cfg, in_dirs, out_dir) -> None:
             path,
         )
         fault_point("generate", s)
-    shards = [load(shard_dir / f"shard{s:05d}.pt") for s in range(n_shards)]
+    shards = [load(shard_dir / f"shard{s:05d}.safetensors") for s in range(n_shards)]
     total = n_orig + g.new_identities
     manifest = [r for sh in shards for r in sh["manifest"]]
     for r, name in zip(manifest, image_names(manifest, total)):
         r["file"] = name
     aug = concat([LabeledImages(sh["images"], sh["labels"], [], total) for sh in shards], total)
     aug.names = [r["file"] for r in manifest]
-    save_images(aug, out_dir / "aug.pt")
+    save_images(aug, out_dir / "aug.safetensors")
     write_csv(out_dir / "manifest.csv", manifest)
     write_json(
         out_dir / "mixing.json",
@@ -124,7 +124,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     )
     _export(aug, out_dir, g)
     embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
-    heldout_path = in_dirs["data"] / "bench_heldout_ident.pt"
+    heldout_path = in_dirs["data"] / "bench_heldout_ident.safetensors"
     heldout = load(heldout_path)["probe"] if heldout_path.exists() else None
     leakage_audit(embed, aug, manifest, real, out_dir, g.leakage_threshold, heldout)
 

@@ -19,7 +19,7 @@ from auggen.pipeline.store import load_images
 
 
 def run(cfg, in_dirs, out_dir) -> None:
-    real = load_images(in_dirs["data"] / "train.pt")
+    real = load_images(in_dirs["data"] / "train.safetensors")
     embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
     net = load_gen(in_dirs, cfg.device)
     real_feats = embed(real.images)

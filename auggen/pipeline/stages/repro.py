@@ -17,7 +17,7 @@ from auggen.pipeline.store import concat, load, load_images, save_images
 
 
 def run(cfg, in_dirs, out_dir) -> None:
-    real = load_images(in_dirs["data"] / "train.pt")
+    real = load_images(in_dirs["data"] / "train.safetensors")
     net = load_gen(in_dirs, cfg.device)
     sample_fn = sampler(net, cfg)
     k, n = cfg.repro.images_per_identity, real.num_classes
@@ -26,7 +26,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     chunk = max(1, cfg.sample.batch_size // k)  # identities per sampler call (and per part)
     parts = []
     for p, lo in enumerate(tqdm(range(0, n, chunk), desc="repro", disable=not cfg.progress)):
-        path = parts_dir / f"part{p:05d}.pt"
+        path = parts_dir / f"part{p:05d}.safetensors"
         if not path.exists():
             classes = torch.arange(lo, min(lo + chunk, n)).repeat_interleave(k)
             seeds = cfg.repro.seed * 1_000_000 + classes * k + torch.arange(len(classes)) % k
@@ -36,4 +36,4 @@ def run(cfg, in_dirs, out_dir) -> None:
             fault_point("repro", p)
         parts.append(load(path))
     data = concat([LabeledImages(d["images"], d["labels"], d["names"], n) for d in parts], n)
-    save_images(data, out_dir / "repro.pt")
+    save_images(data, out_dir / "repro.safetensors")

@@ -29,5 +29,5 @@ def train_runs(cfg, data, out_dir: Path, variant: str, stage: str) -> None:
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
-    data = load_images(Path(in_dirs["data"]) / "train.pt")
+    data = load_images(Path(in_dirs["data"]) / "train.safetensors")
     train_runs(cfg, data, out_dir, "baseline", "train_fr")

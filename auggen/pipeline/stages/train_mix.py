@@ -10,12 +10,12 @@ from auggen.pipeline.stages.common import train_data_at
 from auggen.pipeline.stages.train_fr import train_runs
 from auggen.pipeline.store import concat, load_images
 
-SOURCES = {"repro": ("repro", "repro.pt"), "aug": ("generate", "aug.pt")}
+SOURCES = {"repro": ("repro", "repro.safetensors"), "aug": ("generate", "aug.safetensors")}
 
 
 def mixed_data(cfg, in_dirs, variant: str):
     size = cfg.fr.input_size
-    real = train_data_at(load_images(in_dirs["data"] / "train.pt"), size)
+    real = train_data_at(load_images(in_dirs["data"] / "train.safetensors"), size)
     stage, name = SOURCES[variant]
     extra = train_data_at(load_images(in_dirs[stage] / name), size)
     return concat([real, extra], max(real.num_classes, extra.num_classes))
