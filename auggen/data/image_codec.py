@@ -6,11 +6,63 @@ import io
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from auggen.data.transforms import resize_images
 
 FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}
+
+
+# Largest value of a 16-bit sample; 65535 / 257 = 255 exactly, so v -> round(v / 257) maps
+# the 16-bit range onto the 8-bit one the way an 8-bit encoder would have stored it.
+_U16_MAX = 65535
+
+
+def _deep_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """One-channel 16-bit, 32-bit int or float samples -> uint8 (H, W).
+
+    PIL's ``convert("RGB")`` clips these to [0, 255], which turns an ordinary 16-bit PNG
+    white. "I;16*": round(v / 257). "I" (32-bit int) has no declared range; Pillow opens
+    16-bit PNG/TIFF as "I" in some versions, so values in [0, 65535] are read as 16-bit and
+    anything outside raises (guessing a scale would give a silently wrong image). "F": taken
+    as [0, 1] when its maximum is <= 1 (the usual float image convention), else as [0, 255]
+    and clipped, like Pillow's own F -> L; NaN / inf raise.
+    """
+    if mode == "F":
+        x = arr.astype(np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError("float image holds NaN or inf")
+        if x.size and x.max() <= 1.0:
+            x = x * 255.0
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    x = arr.astype(np.int64)
+    lo, hi = (int(x.min()), int(x.max())) if x.size else (0, 0)
+    if lo < 0 or hi > _U16_MAX:
+        raise ValueError(
+            f"mode {mode} values span [{lo}, {hi}], outside the 16-bit range; scale unknown"
+        )
+    return ((x + 128) // 257).astype(np.uint8)  # == round(x / 257): 257 is odd, no ties
+
+
+def image_to_rgb(img: Image.Image) -> np.ndarray:
+    """An opened PIL image -> uint8 (H, W, 3) RGB, upright and correctly scaled.
+
+    EXIF orientation is applied (cameras store portrait shots sideways and only tag them).
+    Alpha ("RGBA", "LA", "PA", palette transparency) is dropped, not composited: the colour
+    under it is kept as stored, which is what cv2.imread (the insightface pipeline) does.
+    Deep one-channel modes go through ``_deep_to_uint8``; every other mode ("1", "L", "P",
+    "CMYK", "YCbCr", ...) through PIL's own conversion to RGB.
+    """
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        grey = _deep_to_uint8(np.asarray(img), mode)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "PA" or (mode == "P" and "transparency" in img.info):
+        # Via RGBA: a direct P -> RGB with per-entry (bytes) transparency makes PIL warn;
+        # the colours come out the same.
+        img = img.convert("RGBA")
+    return np.asarray(img.convert("RGB"))
 
 
 def decode_image(
@@ -21,7 +73,8 @@ def decode_image(
     A standard decoder gives RGB even for insightface files: cv2.imencode takes BGR pixels
     and writes an ordinary JPEG. (PIL's libjpeg may differ from OpenCV's decode by a grey
     level here and there: IDCT and chroma upsampling are not bit-exact across decoders.)
-    ``size`` resizes right away (square, see ``resize_images``),
+    Any PIL mode is accepted; see ``image_to_rgb`` for orientation, alpha and 16-bit / float
+    scaling. ``size`` resizes right away (square, see ``resize_images``),
     so large sets never hold every full-size image. Raises ValueError naming ``what`` on
     undecodable data.
     """
@@ -29,7 +82,7 @@ def decode_image(
         data = data.tobytes()
     try:
         with Image.open(io.BytesIO(data)) as img:
-            arr = np.asarray(img.convert("RGB"))
+            arr = image_to_rgb(img)
     except Exception as e:  # PIL raises several types for corrupt data
         raise ValueError(f"{what}: cannot decode image ({type(e).__name__}: {e})") from e
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()

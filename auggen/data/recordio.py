@@ -25,6 +25,11 @@ from auggen.data.types import LabeledImages
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _HEADER = struct.Struct("<IfQQ")
+# Labels are stored as float32, which holds every integer exactly only below 2**24; a larger
+# label cannot be told from its neighbours, and is far beyond any face set (WebFace260M has
+# ~4M identities). Anything at or above it is a corrupt or foreign record, caught here rather
+# than as a huge one-hot / classifier allocation or a bincount error much later.
+MAX_LABEL = 1 << 24
 
 
 class IRHeader(NamedTuple):
@@ -42,12 +47,14 @@ def pack_payload(header: IRHeader, body: bytes = b"") -> bytes:
     return _HEADER.pack(len(labels), 0.0, header.id, header.id2) + labels.tobytes() + body
 
 
-def unpack_payload(payload: bytes) -> tuple[IRHeader, bytes]:
+def unpack_payload(payload: bytes, what: str = "record") -> tuple[IRHeader, bytes]:
     if len(payload) < _HEADER.size:
-        raise ValueError(f"record payload of {len(payload)} bytes is shorter than its header")
+        raise ValueError(f"{what}: payload of {len(payload)} bytes is shorter than its header")
     flag, label, id_, id2 = _HEADER.unpack_from(payload)
     body = payload[_HEADER.size :]
     if flag > 0:
+        if len(body) < 4 * flag:
+            raise ValueError(f"{what}: header declares {flag} labels, payload holds fewer")
         labels = tuple(float(v) for v in np.frombuffer(body[: 4 * flag], dtype="<f4"))
         return IRHeader(flag, labels, id_, id2), body[4 * flag :]
     return IRHeader(0, label, id_, id2), body
@@ -73,14 +80,21 @@ def frame_record(payload: bytes) -> bytes:
 
 
 def read_record(buf: bytes | memoryview, offset: int, what: str = "<rec>") -> tuple[bytes, int]:
-    """Payload of the record starting at ``offset`` -> (payload, offset of the next record)."""
+    """Payload of the record starting at ``offset`` -> (payload, offset of the next record).
+
+    ``what`` names the record in errors (file and key): a wrong offset, a truncated file.
+    """
+    if not 0 <= offset < len(buf):
+        # struct would read a negative offset from the end: refuse it as well.
+        raise ValueError(f"{what}: offset {offset} is outside the file ({len(buf)} bytes)")
     parts = []
     while True:
         if offset + 8 > len(buf):
             raise ValueError(f"{what}: truncated record header at byte {offset}")
         magic, lrec = struct.unpack_from("<II", buf, offset)
         if magic != MAGIC:
-            raise ValueError(f"{what}: bad magic {magic:#x} at byte {offset}")
+            hint = " (does the .idx offset point at a record?)" if not parts else ""
+            raise ValueError(f"{what}: bad magic {magic:#x} at byte {offset}{hint}")
         cflag, length = lrec >> 29, lrec & ((1 << 29) - 1)
         start = offset + 8
         if start + length > len(buf):
@@ -114,6 +128,30 @@ def read_index(idx_path: Path) -> dict[int, int]:
     return index
 
 
+def check_label(value: float, what: str) -> int:
+    """A stored float label -> int; ValueError naming ``what`` unless an integer in
+    [0, MAX_LABEL) (NaN, negative, fractional or huge labels mean a corrupt record)."""
+    v = float(value)
+    if not (v.is_integer() and 0 <= v < MAX_LABEL):  # NaN / inf fail is_integer
+        raise ValueError(f"{what}: label {value!r} is not an integer in [0, {MAX_LABEL})")
+    return int(v)
+
+
+def _meta_keys(head: IRHeader, n_index: int, what: str) -> tuple[list[int], int]:
+    """Record-0 labels (a, b) -> (image keys 1..a-1, identity count b - a), checked first:
+    a corrupt a would otherwise build a range of billions of keys."""
+    if len(head.label) < 2:
+        raise ValueError(f"{what}: meta record has {len(head.label)} label(s), expected (a, b)")
+    a, b = head.label[:2]
+    ok = all(float(v).is_integer() for v in (a, b)) and 1 <= a <= min(b, n_index)
+    if not ok or b - a > MAX_LABEL:
+        raise ValueError(
+            f"{what}: meta record labels ({a!r}, {b!r}) are not 1 <= a <= b with a <= "
+            f"{n_index} (.idx entries) and b - a <= {MAX_LABEL}"
+        )
+    return list(range(1, int(a))), int(b) - int(a)
+
+
 def read_recordio(
     prefix_or_path,
     size: int | None = None,
@@ -125,7 +163,9 @@ def read_recordio(
     Images are decoded to RGB (see ``decode_image``) and resized to ``size`` as they are read;
     labels come from each image header (label[0] when it holds several). ``max_classes``
     keeps only labels below it (e.g. the first 1000 identities of a large set).
-    ``on_error="skip"`` skips undecodable images and lists them in ``report["skipped"]``.
+    ``on_error="skip"`` skips undecodable images and lists them in ``report["skipped"]``;
+    a broken file (bad .idx offset, truncated record, label not an integer in
+    [0, ``MAX_LABEL``)) raises ValueError naming the file and key either way.
     Labels are kept as stored: ``num_classes`` = max label + 1, or the identity count of the
     meta record when larger (capped at ``max_classes``). The file is memory-mapped.
     """
@@ -143,20 +183,21 @@ def read_recordio(
         keys = sorted(index)
         num_ids = 0
         if 0 in index:
-            head, _ = unpack_payload(read_record(buf, index[0], str(rec))[0])
+            what = f"{rec} key 0"
+            head, _ = unpack_payload(read_record(buf, index[0], what)[0], what)
             if head.flag > 0:
-                a, b = int(head.label[0]), int(head.label[1])
-                keys, num_ids = list(range(1, a)), b - a
+                keys, num_ids = _meta_keys(head, len(index), what)
         images, labels, names, skipped = [], [], [], []
         for key in keys:
             if key not in index:
                 raise ValueError(f"{idx}: image key {key} missing from the index")
-            header, body = unpack_payload(read_record(buf, index[key], str(rec))[0])
-            label = int(header.label[0] if header.flag > 0 else header.label)
+            what = f"{rec} key {key}"
+            header, body = unpack_payload(read_record(buf, index[key], what)[0], what)
+            label = check_label(header.label[0] if header.flag > 0 else header.label, what)
             if max_classes is not None and label >= max_classes:
                 continue
             try:
-                images.append(decode_image(body, f"{rec} key {key}", size))
+                images.append(decode_image(body, what, size))
             except ValueError as e:
                 if on_error == "raise":
                     raise
