@@ -45,7 +45,7 @@ def atomic_write_json(path, obj) -> None:
 def read_json(path):
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UnsafeOrCorruptFile(f"{path}: not valid JSON ({e})") from e
 

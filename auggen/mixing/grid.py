@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from auggen.files import load_bundle, save_bundle
+from auggen.files import load_bundle, read_json, save_bundle
 from auggen.mixing.conditions import MAX_COEF, mix_conditions, sample_pairs
 from auggen.mixing.metrics import mixing_scores
 from auggen.mixing.search import l2_normalize
@@ -130,7 +130,7 @@ def grid_search(
     preview_path = path.with_suffix(".preview.safetensors") if path is not None else None
     previews: dict[int, torch.Tensor] = {}
     if path is not None and path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path)
         if old.get("config") == json.loads(json.dumps(asdict(cfg))) and old["pairs"] == [
             list(p) for p in pairs
         ]:

@@ -73,8 +73,6 @@ class RunLock:
 def _describe(raw: bytes) -> str:
     try:
         info = json.loads(raw.decode())
-        return (
-            f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
-        )
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
     except (ValueError, KeyError, UnicodeDecodeError):
         return "holder unknown"

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from auggen.files import remove_temp_files
+from auggen.files import UnsafeOrCorruptFile, read_json, remove_temp_files
+from auggen.files import atomic_write_json as write_json
 from auggen.pipeline.overrides import to_dict
 
 CONFIG = "config.json"
@@ -41,16 +42,6 @@ class Stage:
     summary: str = ""
     # inputs(cfg) -> JSON-able fingerprint of files read from outside the run folder
     inputs: Callable | None = None
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text())
 
 
 def done_token(stage_dir: Path) -> str | None:
@@ -88,7 +79,11 @@ def stage_state(stage_dir: Path, fp: str) -> str:
     if not stage_dir.exists() or not any(stage_dir.iterdir()):
         return "absent"
     cfg_path = stage_dir / CONFIG
-    if not cfg_path.exists() or read_json(cfg_path).get("fingerprint") != fp:
+    try:
+        recorded = read_json(cfg_path).get("fingerprint") if cfg_path.exists() else None
+    except (UnsafeOrCorruptFile, AttributeError):
+        recorded = None  # a config.json that is not ours: the folder cannot be trusted
+    if recorded != fp:
         return "stale"
     return "done" if (stage_dir / DONE).exists() else "partial"
 

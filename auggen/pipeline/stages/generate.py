@@ -9,13 +9,13 @@ and the leakage audit (``leakage.csv``, ``leakage.json``, ``leakage.png``).
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
 from tqdm.auto import tqdm
 
 from auggen.data.types import LabeledImages
+from auggen.files import read_json
 from auggen.mixing import mix_conditions, sample_pairs
 from auggen.pipeline.faults import fault_point
 from auggen.pipeline.leakage import leakage_audit
@@ -35,7 +35,7 @@ def mixing_weights(cfg, in_dirs) -> tuple[float, float, str]:
     g = cfg.generate
     if g.alpha is not None:
         return g.alpha, g.beta, "generate.alpha/beta (config)"
-    best = json.loads((in_dirs["grid"] / "best.json").read_text())
+    best = read_json(in_dirs["grid"] / "best.json")
     return best["alpha"], best["beta"], "grid search best.json"
 
 
