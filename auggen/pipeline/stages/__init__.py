@@ -1,4 +1,4 @@
-"""The AugGen stages in run order: ``STAGES[name]`` (see DESIGN.md, "The pipeline")."""
+"""The AugGen stages in run order: ``STAGES[name]`` (see docs/DESIGN.md, "The pipeline")."""
 
 from auggen.pipeline.inputs import data_fingerprint
 from auggen.pipeline.stage import Stage
