@@ -15,10 +15,13 @@ from auggen.eval.pair_eval import (
     evaluate_pairs,
     score_summary,
 )
+from auggen.eval.paired import PairedDifference, paired_difference, t_quantile
 from auggen.eval.roc import IJB_FARS, tar_at_far, tar_at_far_table, threshold_at_far
 from auggen.eval.verification import (
+    INSIGHTFACE_DISTANCE_GRID,
     avg_h,
     best_threshold,
+    cosine_to_distance,
     kfold_slices,
     make_verification_pairs,
     pair_scores,
@@ -28,8 +31,11 @@ from auggen.eval.verification import (
 
 __all__ = [
     "IJB_FARS",
+    "INSIGHTFACE_DISTANCE_GRID",
+    "PairedDifference",
     "avg_h",
     "best_threshold",
+    "cosine_to_distance",
     "evaluate_bin",
     "evaluate_identification",
     "evaluate_ijb",
@@ -41,10 +47,12 @@ __all__ = [
     "make_verification_pairs",
     "nearest_neighbor",
     "pair_scores",
+    "paired_difference",
     "rank1_identification",
     "read_ijb_meta",
     "read_metrics",
     "score_summary",
+    "t_quantile",
     "tar_at_far",
     "tar_at_far_table",
     "template_features",

@@ -15,8 +15,11 @@ PAIR_FARS = (1e-3, 1e-2, 1e-1)
 
 
 def score_summary(scores, issame, nfolds: int = 10, fars=PAIR_FARS) -> dict:
-    """{"accuracy", "std", "fold_accuracies", "TAR@FAR=...", "num_pairs"} for cosine scores."""
-    folds = verification_folds(scores, issame, nfolds)
+    """{"accuracy", "std", "fold_accuracies", "TAR@FAR=...", "num_pairs"} for cosine scores.
+
+    Accuracy is insightface's 10-fold protocol on its distance grid, as published tables are.
+    """
+    folds = verification_folds(scores, issame, nfolds, thresholds="insightface")
     accs = folds["accuracies"]
     out = {"accuracy": float(np.mean(accs)), "std": float(np.std(accs)), "fold_accuracies": accs}
     out.update(tar_at_far_table(scores, issame, fars))

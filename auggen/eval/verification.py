@@ -7,11 +7,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+# insightface's calculate_roc: squared Euclidean distance thresholds, "same iff dist < t".
+# Published LFW/CFP/AgeDB numbers are measured on this grid, so it is our default.
+INSIGHTFACE_DISTANCE_GRID = np.arange(0, 4, 0.01)
+
 
 def _as_numpy(x, dtype=None) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def cosine_to_distance(scores) -> np.ndarray:
+    """Squared Euclidean distance of L2-normalised embeddings from their cosine: 2 - 2 cos."""
+    return 2.0 - 2.0 * _as_numpy(scores, np.float64)
 
 
 def kfold_slices(n: int, nfolds: int) -> list[slice]:
@@ -35,48 +44,110 @@ def candidate_thresholds(scores: np.ndarray) -> np.ndarray:
     return np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2, [u[-1] + 1.0]])
 
 
-def best_threshold(scores, issame, thresholds=None) -> tuple[float, float]:
-    """Threshold with the best accuracy of "same iff score > t" -> (threshold, accuracy).
+def _protocol(thresholds) -> str:
+    if thresholds is None or (isinstance(thresholds, str) and thresholds == "insightface"):
+        return "insightface"
+    if isinstance(thresholds, str):
+        if thresholds != "exact":
+            raise ValueError(
+                f"thresholds must be 'insightface', 'exact' or an array, got {thresholds!r}"
+            )
+        return "exact"
+    return "cosine"
 
-    Ties go to the strictest (largest) threshold, as insightface's np.argmax over its
-    ascending squared-distance grid does (smallest distance = largest cosine).
+
+def _best_on_distance_grid(dist: np.ndarray, issame: np.ndarray) -> tuple[float, float]:
+    """insightface's choice on its grid -> (distance threshold, accuracy).
+
+    Counts "dist < t" per class with searchsorted(side="left"); np.argmax keeps the first
+    maximum, i.e. the smallest distance threshold, exactly as calculate_roc does.
     """
-    scores, issame = _as_numpy(scores, np.float64), _as_numpy(issame, bool)
-    t = candidate_thresholds(scores) if thresholds is None else np.sort(_as_numpy(thresholds))
+    grid = INSIGHTFACE_DISTANCE_GRID
+    gen, imp = np.sort(dist[issame]), np.sort(dist[~issame])
+    gen_ok = np.searchsorted(gen, grid, side="left")
+    imp_ok = len(imp) - np.searchsorted(imp, grid, side="left")
+    acc = (gen_ok + imp_ok) / len(dist)
+    best = int(np.argmax(acc))
+    return float(grid[best]), float(acc[best])
+
+
+def _best_on_cosine(scores: np.ndarray, issame: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """Best "score > t" over ascending cosine thresholds ``t``; ties go to the largest t."""
     gen, imp = np.sort(scores[issame]), np.sort(scores[~issame])
     n_gen_above = len(gen) - np.searchsorted(gen, t, side="right")
     n_imp_at_or_below = np.searchsorted(imp, t, side="right")
     acc = (n_gen_above + n_imp_at_or_below) / len(scores)
+    # The strictest threshold on ties, the same direction as insightface's grid choice.
     best = len(t) - 1 - int(np.argmax(acc[::-1]))
     return float(t[best]), float(acc[best])
 
 
-def verification_folds(scores, issame, nfolds: int = 10, thresholds=None) -> dict:
-    """Per-fold results of the insightface protocol: {"accuracies": [...], "thresholds": [...]}.
+def best_threshold(scores, issame, thresholds="insightface") -> tuple[float, float]:
+    """Cosine threshold with the best accuracy of "same iff score > t" -> (threshold, accuracy).
 
-    For each contiguous fold the threshold is chosen on the other folds (``best_threshold``)
-    and applied to this one. ``thresholds=None`` searches every distinct split of the training
-    scores; pass e.g. ``1 - np.arange(0, 4, 0.01) / 2`` to reproduce insightface's grid.
+    ``thresholds``: "insightface" (default) searches insightface's squared-distance grid
+    ``np.arange(0, 4, 0.01)`` and returns its cosine equivalent 1 - t/2; "exact" searches
+    every distinct split of the scores (``candidate_thresholds``); an array is taken as
+    cosine thresholds. Ties always go to the strictest rule (smallest distance = largest
+    cosine), as insightface's np.argmax over its ascending distance grid does.
+    """
+    scores, issame = _as_numpy(scores, np.float64), _as_numpy(issame, bool)
+    protocol = _protocol(thresholds)
+    if protocol == "insightface":
+        t, acc = _best_on_distance_grid(cosine_to_distance(scores), issame)
+        return 1.0 - t / 2.0, acc
+    if protocol == "exact":
+        return _best_on_cosine(scores, issame, candidate_thresholds(scores))
+    return _best_on_cosine(scores, issame, np.sort(_as_numpy(thresholds, np.float64)))
+
+
+def verification_folds(scores, issame, nfolds: int = 10, thresholds="insightface") -> dict:
+    """Per-fold results of the 10-fold protocol: {"accuracies", "thresholds", "protocol"}.
+
+    ``scores`` are cosine similarities of L2-normalised embeddings. For each contiguous fold
+    (KFold without shuffling) the threshold is chosen on the other folds and applied to this
+    one. The default, "insightface", is insightface's ``calculate_roc``: on the squared
+    distance 2 - 2 cos, thresholds ``np.arange(0, 4, 0.01)``, "same iff dist < t", the
+    first best threshold. Its folds also carry "distance_thresholds"; "thresholds" are
+    always the cosine equivalents (rule "score > t"). See ``best_threshold`` for the other
+    choices ("exact", or an array of cosine thresholds).
     """
     scores, issame = _as_numpy(scores, np.float64), _as_numpy(issame, bool)
     if scores.ndim != 1 or scores.shape != issame.shape:
         raise ValueError(
             f"scores and issame must be (N,) of equal length, got {scores.shape} {issame.shape}"
         )
-    accs, chosen = [], []
+    protocol = _protocol(thresholds)
+    dist = cosine_to_distance(scores)
+    accs, chosen, chosen_dist = [], [], []
     for fold in kfold_slices(len(scores), nfolds):
         train = np.ones(len(scores), bool)
         train[fold] = False
-        t, _ = best_threshold(scores[train], issame[train], thresholds)
-        accs.append(float(np.mean((scores[fold] > t) == issame[fold])))
+        if protocol == "insightface":
+            # Applied on the distance itself, not on 1 - t/2, so that scores sitting on a
+            # grid point fall on the same side as in insightface.
+            t, _ = _best_on_distance_grid(dist[train], issame[train])
+            same = dist[fold] < t
+            chosen_dist.append(t)
+            t = 1.0 - t / 2.0
+        else:
+            t, _ = best_threshold(scores[train], issame[train], thresholds)
+            same = scores[fold] > t
+        accs.append(float(np.mean(same == issame[fold])))
         chosen.append(t)
-    return {"accuracies": accs, "thresholds": chosen}
+    out = {"accuracies": accs, "thresholds": chosen, "protocol": protocol}
+    if protocol == "insightface":
+        out["distance_thresholds"] = chosen_dist
+    return out
 
 
-def verification_accuracy(scores, issame, nfolds: int = 10, thresholds=None):
+def verification_accuracy(scores, issame, nfolds: int = 10, thresholds="insightface"):
     """Mean and std (ddof=0) over folds of the 10-fold verification accuracy.
 
-    ``scores`` are similarities (higher = more likely the same identity, e.g. cosine).
+    ``scores`` are cosine similarities (higher = more likely the same identity). By default
+    the threshold grid is insightface's, so the numbers compare with the literature;
+    ``thresholds="exact"`` searches every split instead (never worse on the training folds,
+    not what published tables use). See ``verification_folds``.
     """
     accs = verification_folds(scores, issame, nfolds, thresholds)["accuracies"]
     return float(np.mean(accs)), float(np.std(accs))

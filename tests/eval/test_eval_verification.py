@@ -4,27 +4,37 @@ import numpy as np
 import pytest
 import torch
 
-from auggen.eval import avg_h, make_verification_pairs, verification_accuracy
+from auggen.eval import avg_h, make_verification_pairs, verification_accuracy, verification_folds
 from auggen.eval.verification import best_threshold, kfold_slices
 
 
-def insightface_calculate_roc(emb1, emb2, issame, nfolds=10):
-    """Independent brute force of insightface's calculate_roc accuracy on embeddings."""
+def insightface_roc_on_distances(dist, issame, nfolds=10):
+    """Independent brute force of insightface's calculate_roc accuracy, from distances.
+
+    Folds as KFold(shuffle=False) (np.array_split), thresholds np.arange(0, 4, 0.01),
+    "same iff dist < t", accuracy (tp + tn) / size, np.argmax over the training accuracies.
+    Returns the per-fold test accuracies.
+    """
     thresholds = np.arange(0, 4, 0.01)
-    n = len(issame)
-    dist = np.sum((emb1 - emb2) ** 2, 1)
-    sizes = [n // nfolds + (1 if f < n % nfolds else 0) for f in range(nfolds)]
-    starts = np.cumsum([0] + sizes)
+    idx = np.arange(len(issame))
     accs = []
-    for f in range(nfolds):
-        test = list(range(starts[f], starts[f + 1]))
-        train = [i for i in range(n) if i not in test]
-        best_acc, best_t = -1.0, None
-        for t in thresholds:  # strict '>' keeps the first (smallest) t on ties
-            acc = np.mean([(dist[i] < t) == issame[i] for i in train])
-            if acc > best_acc:
-                best_acc, best_t = acc, t
-        accs.append(np.mean([(dist[i] < best_t) == issame[i] for i in test]))
+    for test in np.array_split(idx, nfolds):
+        train = np.setdiff1d(idx, test)
+
+        def acc(t, sel):
+            pred = np.less(dist[sel], t)
+            tp = np.sum(np.logical_and(pred, issame[sel]))
+            tn = np.sum(np.logical_and(~pred, ~issame[sel]))
+            return (tp + tn) / len(sel)
+
+        best = int(np.argmax([acc(t, train) for t in thresholds]))
+        accs.append(acc(thresholds[best], test))
+    return accs
+
+
+def insightface_calculate_roc(emb1, emb2, issame, nfolds=10):
+    """The same on embeddings: squared Euclidean distance as insightface computes it."""
+    accs = insightface_roc_on_distances(np.sum((emb1 - emb2) ** 2, 1), issame, nfolds)
     return np.mean(accs), np.std(accs)
 
 
@@ -57,7 +67,7 @@ def test_kfold_slices_like_sklearn():
 
 
 @pytest.mark.parametrize("n,seed", [(57, 0), (120, 1)])
-def test_matches_insightface_grid(n, seed):
+def test_default_matches_insightface_on_embeddings(n, seed):
     rng = np.random.default_rng(seed)
     issame = rng.random(n) < 0.5
     e1 = rng.normal(size=(n, 8))
@@ -65,31 +75,71 @@ def test_matches_insightface_grid(n, seed):
     e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
     e2 /= np.linalg.norm(e2, axis=1, keepdims=True)
     cos = np.sum(e1 * e2, 1)
-    grid = 1 - np.arange(0, 4, 0.01) / 2
-    got = verification_accuracy(cos, issame, 10, thresholds=grid)
     want = insightface_calculate_roc(e1, e2, issame)
-    assert got == pytest.approx(want, abs=1e-12)
+    assert verification_accuracy(cos, issame, 10) == pytest.approx(want, abs=1e-12)
+    # The old way of asking for the grid, cosine thresholds 1 - t/2, agrees too.
+    grid = 1 - np.arange(0, 4, 0.01) / 2
+    assert verification_accuracy(cos, issame, 10, grid) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "n,step,nfolds,seed",
+    [(200, 0.005, 10, 0), (157, 0.05, 10, 1), (64, 0.5, 4, 2), (90, 0.0, 10, 3)],
+)
+def test_default_equals_insightface_exactly_with_ties(n, step, nfolds, seed):
+    """Scores on multiples of ``step``: many ties, many distances exactly on grid points."""
+    rng = np.random.default_rng(seed)
+    issame = rng.random(n) < 0.5
+    cos = np.clip(rng.normal(0.1 + 0.5 * issame, 0.3), -1, 1)
+    cos = np.round(cos / step) * step if step else np.full(n, 0.25)
+    want = insightface_roc_on_distances(2 - 2 * cos, issame, nfolds)
+    got = verification_folds(torch.from_numpy(cos), torch.from_numpy(issame), nfolds)
+    assert got["protocol"] == "insightface"
+    assert got["accuracies"] == [float(a) for a in want]  # exactly, fold by fold
+    assert verification_accuracy(cos, issame, nfolds) == (np.mean(want), np.std(want))
+    assert all(1 - d / 2 == t for d, t in zip(got["distance_thresholds"], got["thresholds"]))
+
+
+def test_grid_and_exact_differ_when_scores_share_a_grid_cell():
+    # Genuine cos 0.8010 (dist 0.398), impostor cos 0.8008 (dist 0.3984): a split exists, but
+    # no grid point lies between them, so insightface's protocol cannot find it.
+    issame = np.array([True, False] * 20)
+    cos = np.where(issame, 0.8010, 0.8008)
+    want = insightface_roc_on_distances(2 - 2 * cos, issame)
+    assert verification_accuracy(cos, issame) == (np.mean(want), np.std(want)) == (0.5, 0.0)
+    assert verification_accuracy(cos, issame, thresholds="exact") == (1.0, 0.0)
 
 
 @pytest.mark.parametrize("n,decimals,nfolds", [(41, 1, 10), (64, 3, 4), (30, 0, 3)])
-def test_default_thresholds_match_brute_force_with_ties(n, decimals, nfolds):
+def test_exact_option_matches_brute_force_with_ties(n, decimals, nfolds):
     rng = np.random.default_rng(n)
     issame = rng.random(n) < 0.4
     scores = np.round(rng.normal(size=n) + issame * 1.0, decimals)  # many tied scores
-    got = verification_accuracy(torch.from_numpy(scores), torch.from_numpy(issame), nfolds)
-    assert got == pytest.approx(brute_fold_accuracy(scores, issame, nfolds), abs=1e-12)
+    want = brute_fold_accuracy(scores, issame, nfolds)
+    got = verification_accuracy(torch.from_numpy(scores), torch.from_numpy(issame), nfolds, "exact")
+    assert got == pytest.approx(want, abs=1e-12)
+    assert verification_folds(scores, issame, nfolds, "exact")["protocol"] == "exact"
 
 
 def test_hand_made_cases():
-    # Perfect separation -> 100 %; the threshold sits halfway between the two groups.
-    s = np.array([0.9, 0.1, 0.8, 0.2] * 5)
+    # Perfect separation -> 100 % either way; exact puts the threshold halfway between the
+    # groups. The grid needs dist < t: the genuine pairs at cos 0.75 sit at distance 0.5,
+    # exactly on a grid point, so the first that separates is 0.51.
+    s = np.array([0.75, 0.1, 0.75, 0.2] * 5)
     same = np.array([True, False] * 10)
     assert verification_accuracy(s, same) == (1.0, 0.0)
+    assert verification_accuracy(s, same, thresholds="exact") == (1.0, 0.0)
+    t, acc = best_threshold(s, same, "exact")
+    assert acc == 1.0 and t == pytest.approx(0.475)
     t, acc = best_threshold(s, same)
-    assert acc == 1.0 and t == pytest.approx(0.5)
+    assert acc == 1.0 and t == pytest.approx(1 - 0.51 / 2)
     # All scores equal: "all different" (strictest) wins the tie over "all same".
-    t, acc = best_threshold(np.zeros(4), np.array([True, True, False, False]))
+    t, acc = best_threshold(np.zeros(4), np.array([True, True, False, False]), "exact")
     assert acc == 0.5 and t > 0
+    t, acc = best_threshold(np.zeros(4), np.array([True, True, False, False]))
+    assert acc == 0.5 and t == 1.0  # distance threshold 0: nothing is "same"
+    with pytest.raises(ValueError, match="thresholds"):
+        verification_accuracy(s, same, thresholds="midpoints")
 
 
 def test_make_verification_pairs_balanced_distinct_deterministic():

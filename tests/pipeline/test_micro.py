@@ -12,7 +12,7 @@ from auggen.pipeline.faults import ENV, SimulatedCrash
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stage import DONE
 from auggen.pipeline.stages import STAGES
-from auggen.pipeline.store import load_images, read_csv
+from auggen.pipeline.store import load, load_images, read_csv
 
 # One thread: the CI machine is small and shared; OpenMP spinning on a busy second core
 # costs far more than it gains on these tiny tensors.
@@ -48,8 +48,8 @@ def test_every_stage_runs_and_writes_its_outputs(micro_run):
     for png in ("grid/heatmap.png", "report/mixes.png", "report/curves.png", "report/leakage.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # D_aug: labels after the original ones, K images per new identity, manifest matches.
-    real = load_images(out / "data" / "train.pt")
-    aug = load_images(out / "generate" / "aug.pt")
+    real = load_images(out / "data" / "train.safetensors")
+    aug = load_images(out / "generate" / "aug.safetensors")
     g = MICRO.generate
     assert len(aug) == g.new_identities * g.images_per_identity
     assert aug.labels.min() == real.num_classes
@@ -78,6 +78,11 @@ def test_every_stage_runs_and_writes_its_outputs(micro_run):
     report = (out / "report" / "report.md").read_text()
     for needle in ("| D_orig |", "| D_orig + D_repro |", "| D_orig + D_aug |", "alpha* ="):
         assert needle in report
+    # Verdicts are paired over seeds and say how many; every trained model gets a health line.
+    verdicts = [ln for ln in report.splitlines() if ln.startswith("- D_orig + D_aug vs D_orig")]
+    assert verdicts and all(f"{len(MICRO.seeds)} paired seed" in ln for ln in verdicts)
+    health = report.split("## Training health")[1].split("##")[0]
+    assert health.count("\n- ") == 1 + len(MICRO.seeds) * (1 + len(MICRO.train_mix.variants))
 
 
 def test_second_run_skips_everything(micro_run):
@@ -109,14 +114,17 @@ def test_crash_inside_a_stage_resumes_to_the_same_result(
     with pytest.raises(SimulatedCrash):
         run_pipeline(MICRO, tmp_path, STAGES, stages=[stage], log=_quiet)
     assert not (tmp_path / stage / DONE).exists()
-    partial = sorted(p.name for p in (tmp_path / stage).rglob("*.pt"))
+    partial = sorted(p.name for p in (tmp_path / stage).rglob("*.safetensors"))
     assert partial  # some work was saved before the crash
     monkeypatch.delenv(ENV)
     status = run_pipeline(MICRO, tmp_path, STAGES, stages=[stage], log=_quiet)
     assert status[stage] == "ran"
     assert json.loads((tmp_path / stage / "timing.json").read_text())["resumed"] is True
     if stage == "generate":
-        a, b = load_images(out / stage / "aug.pt"), load_images(tmp_path / stage / "aug.pt")
+        a, b = (
+            load_images(out / stage / "aug.safetensors"),
+            load_images(tmp_path / stage / "aug.safetensors"),
+        )
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
         assert read_csv(out / stage / "manifest.csv") == read_csv(tmp_path / stage / "manifest.csv")
     else:
@@ -163,12 +171,12 @@ def test_evaluate_matches_a_direct_computation(micro_run):
             e = model(x) + model(x.flip(-1))
         return torch.nn.functional.normalize(e, dim=1).numpy()
 
-    ident = torch.load(out / "data" / "bench_heldout_ident.pt")
+    ident = load(out / "data" / "bench_heldout_ident.safetensors")
     g, p = embed(ident["gallery"]), embed(ident["probe"])
     pred = ident["gallery_labels"].numpy()[np.argmax(p @ g.T, axis=1)]
     rank1 = float(np.mean(pred == ident["probe_labels"].numpy()))
     assert rows[("aug", "heldout_ident", "rank1")] == pytest.approx(rank1, abs=1e-6)
-    verif = torch.load(out / "data" / "bench_unseen_verif.pt")
+    verif = load(out / "data" / "bench_unseen_verif.safetensors")
     f = embed(verif["images"])
     scores = (f[verif["idx_a"]] * f[verif["idx_b"]]).sum(1)
     same = verif["issame"].numpy()

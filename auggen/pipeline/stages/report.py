@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import statistics
 from pathlib import Path
 
 import torch
@@ -38,8 +40,47 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def results_table(summary: list[dict], variants: list[str]) -> tuple[str, list[str]]:
-    """Markdown table (models x benchmark metrics, mean ± std in %) and verdict lines."""
+def _signed(x: float) -> str:
+    # A real minus sign, so that "−0.40" and "+0.40" line up in the report.
+    return f"{x:+.2f}".replace("-", "\u2212")
+
+
+def paired_verdicts(rows: list[dict], variants: list[str], cols: list[tuple]) -> list[str]:
+    """One line per (variant, benchmark metric): the paired difference with D_orig over seeds.
+
+    ``rows`` are metrics.csv rows (model, seed, benchmark, metric, value). Each variant is
+    compared with the baseline trained with the same seed; "better"/"worse" only when the
+    95 % Student-t interval of the mean difference excludes zero.
+    """
+    from auggen.eval.paired import paired_difference
+
+    per_seed: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        key = (r["model"], r["benchmark"], r["metric"])
+        per_seed.setdefault(key, {})[str(r["seed"])] = float(r["value"])
+    lines = []
+    for v in variants[1:]:
+        for b, m in cols:
+            base, new = per_seed.get(("baseline", b, m), {}), per_seed.get((v, b, m), {})
+            seeds = sorted(set(base) & set(new))  # the order does not change the statistics
+            if not seeds:
+                continue
+            d = paired_difference([new[s] for s in seeds], [base[s] for s in seeds])
+            n = f"{d.n} paired seed{'s' if d.n > 1 else ''}"
+            spread = (
+                f"95 % CI {_signed(100 * d.low)} … {_signed(100 * d.high)}, " if d.n > 1 else ""
+            )
+            lines.append(
+                f"- {MODEL_LABELS[v]} vs D_orig on {b} {m}: {_signed(100 * d.mean)} points "
+                f"({spread}{n}): {d.verdict}"
+            )
+    return lines
+
+
+def results_table(
+    summary: list[dict], variants: list[str], rows: list[dict] | None = None
+) -> tuple[str, list[str]]:
+    """Markdown table (mean ± std in %) and verdicts from the per-seed metrics.csv ``rows``."""
     cols = []
     for r in summary:
         key = (r["benchmark"], r["metric"])
@@ -54,35 +95,93 @@ def results_table(summary: list[dict], variants: list[str]) -> tuple[str, list[s
             r = cell.get((v, b, m))
             vals.append(f"{_pct(r['mean'])} ± {_pct(r['std'])}" if r else "–")
         lines.append(f"| {MODEL_LABELS[v]} | " + " | ".join(vals) + " |")
-    verdicts = []
-    for v in variants[1:]:
-        for b, m in cols:
-            base, new = cell.get(("baseline", b, m)), cell.get((v, b, m))
-            if not base or not new:
-                continue
-            delta = new["mean"] - base["mean"]
-            noise = max(base["std"], new["std"])
-            if delta == 0:
-                word = "no change"
-            elif min(base["seeds"], new["seeds"]) < 2:
-                word = ("higher" if delta > 0 else "lower") + " (one seed: no noise estimate)"
-            elif abs(delta) <= noise:
-                word = "no clear change (within the seed std)"
-            else:
-                word = "better" if delta > 0 else "worse"
-            verdicts.append(
-                f"- {MODEL_LABELS[v]} vs D_orig on {b} {m}: {100 * delta:+.2f} points: {word}"
+    return "\n".join(lines), paired_verdicts(rows or [], variants, cols)
+
+
+SPIKE_FACTOR = 10.0  # a logged loss this many times the recent median is a spike
+SPIKE_WINDOW = 20  # "recent": the preceding logged points the median is taken over
+
+
+def loss_curve_flags(losses, spike_factor: float = SPIKE_FACTOR) -> list[str]:
+    """Why a logged loss curve looks unusual; an empty list when nothing stands out.
+
+    Checks: non-finite values; the mean of the last fifth of the points above that of the
+    first fifth (not decreasing); a point more than ``spike_factor`` times the median of the
+    preceding ``SPIKE_WINDOW`` points. EDM2's loss carries the learned log-variance and can
+    sit near or below zero, so "times the median" is measured from the median in units of
+    max(|median|, 1.4826 MAD): for a positive, settled loss that is plain "> 10x median".
+    """
+    vals = []
+    for x in losses:
+        try:
+            vals.append(float(x))
+        except (TypeError, ValueError):  # null or garbage in the log counts as non-finite
+            vals.append(math.nan)
+    flags = []
+    bad = [i for i, x in enumerate(vals) if not math.isfinite(x)]
+    if bad:
+        flags.append(f"{len(bad)} non-finite loss value(s), the first at point {bad[0] + 1}")
+    pts = [(i, x) for i, x in enumerate(vals) if math.isfinite(x)]
+    if len(pts) >= 2:
+        w = max(1, len(pts) // 5)
+        first = statistics.fmean(x for _, x in pts[:w])
+        last = statistics.fmean(x for _, x in pts[-w:])
+        if last > first:
+            flags.append(
+                f"not decreasing: mean of the last {w} point(s) {last:.4g} > first {first:.4g}"
             )
-    return "\n".join(lines), verdicts
+    spikes = []
+    for k in range(3, len(pts)):
+        recent = [x for _, x in pts[max(0, k - SPIKE_WINDOW) : k]]
+        med = statistics.median(recent)
+        mad = 1.4826 * statistics.median(abs(x - med) for x in recent)
+        scale = max(abs(med), mad)
+        if scale > 0 and pts[k][1] - med > (spike_factor - 1) * scale:
+            spikes.append(pts[k])
+    if spikes:
+        i, x = max(spikes, key=lambda p: p[1])
+        flags.append(
+            f"{len(spikes)} spike(s) above {spike_factor:g}x the running median, "
+            f"the largest {x:.4g} at point {i + 1}"
+        )
+    return flags
+
+
+def _history_line(label: str, path: Path) -> str:
+    if not path.exists():
+        return f"- {label}: no training history found ({path.name} missing)"
+    try:
+        hist = _read(path)
+        losses = [h.get("loss") for h in hist]
+    except (ValueError, TypeError, AttributeError) as e:
+        return f"- {label}: **unusual**: unreadable history ({type(e).__name__})"
+    flags = loss_curve_flags(losses)
+    if flags:
+        return f"- {label}: **unusual**: " + "; ".join(flags) + f" ({len(losses)} points)"
+    if not losses:
+        return f"- {label}: empty history"
+    return f"- {label}: ok ({len(losses)} points, loss {losses[0]:.4g} → {losses[-1]:.4g})"
+
+
+def training_health(cfg, root: Path) -> list[str]:
+    """Report lines: one per trained model, its loss curve checked by ``loss_curve_flags``."""
+    lines = [_history_line("generator", root / "train_gen" / "model" / "history.json")]
+    runs = [("baseline", root / "train_fr")]
+    runs += [(v, root / "train_mix") for v in cfg.train_mix.variants]
+    for variant, stage_dir in runs:
+        for seed in cfg.seeds:
+            path = fr_run_dir(stage_dir, variant, seed) / "history.json"
+            lines.append(_history_line(f"{MODEL_LABELS[variant]}, seed {seed}", path))
+    return lines
 
 
 def mixes_figure(root: Path, out: Path, n_examples: int, per: int) -> bool:
     """Each row: a real image of source i, generated images, a real image of source j."""
     gen_dir = root / "generate"
-    if not (gen_dir / "aug.pt").exists():
+    if not (gen_dir / "aug.safetensors").exists():
         return False
-    aug = load_images(gen_dir / "aug.pt")
-    real = load_images(root / "data" / "train.pt")
+    aug = load_images(gen_dir / "aug.safetensors")
+    real = load_images(root / "data" / "train.safetensors")
     manifest = read_csv(gen_dir / "manifest.csv")
     from auggen.data import resize_images
 
@@ -106,11 +205,11 @@ def mixes_figure(root: Path, out: Path, n_examples: int, per: int) -> bool:
 
 
 def repro_figure(root: Path, out: Path, n: int, per: int) -> bool:
-    path = root / "repro" / "repro.pt"
+    path = root / "repro" / "repro.safetensors"
     if not path.exists():
         return False
     rep = load_images(path)
-    real = load_images(root / "data" / "train.pt")
+    real = load_images(root / "data" / "train.safetensors")
     from auggen.data import resize_images
 
     rows = []
@@ -175,12 +274,12 @@ def timing_table(root: Path) -> str:
 
 
 def run(cfg, in_dirs, out_dir) -> None:
-    root = Path(out_dir).parent
+    root = Path(in_dirs["data"]).parent  # the run folder (out_dir may be .pending/report)
     split = _read(root / "data" / "split.json")
     summary = _read(root / "evaluate" / "summary.json")
     benches = _read(root / "evaluate" / "benchmarks.json")
     variants = ["baseline", *cfg.train_mix.variants]
-    table, verdicts = results_table(summary, variants)
+    table, verdicts = results_table(summary, variants, read_csv(root / "evaluate" / "metrics.csv"))
     best = _read(root / "grid" / "best.json")
     mixing = _read(root / "generate" / "mixing.json")
     leak = _read(root / "generate" / "leakage.json")
@@ -208,13 +307,18 @@ def run(cfg, in_dirs, out_dir) -> None:
         "",
         table,
         "",
+        "Each model against D_orig, seed by seed (the same FR seed, the same benchmark): the "
+        "mean paired difference in points and its 95 % Student-t interval. A model is called "
+        "better or worse only when that interval excludes zero; with few seeds it is wide.",
+        "",
         *verdicts,
         "",
         "Benchmarks:",
         *[f"- **{b['name']}**: {b.get('about', b['kind'])}" for b in benches],
         "",
-        "These are the measured numbers of this run, whether or not AugGen helped here; "
-        "with one or two seeds and a small test set the std is a rough guide only.",
+        "These are the measured numbers of this run, whether or not AugGen helped here. "
+        "Verification accuracy follows insightface's 10-fold protocol (its distance "
+        "threshold grid), as published tables do.",
         "",
         "## Grid search",
         "",
@@ -251,6 +355,14 @@ def run(cfg, in_dirs, out_dir) -> None:
         "## Training curves",
         "",
         "![curves](curves.png)",
+        "",
+        "## Training health",
+        "",
+        "Each logged loss curve, checked for non-finite values, a last fifth of the points "
+        "averaging higher than the first fifth (not decreasing), and spikes above "
+        f"{SPIKE_FACTOR:g}x the running median. A flag asks for a look, it is not an error.",
+        "",
+        *training_health(cfg, root),
         "",
         "## Leakage audit",
         "",
