@@ -8,13 +8,13 @@ identification: rank-1.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from auggen.files import read_json
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import embedder, fr_run_dir, load_fr
 from auggen.pipeline.store import load, write_csv
@@ -23,7 +23,7 @@ MODEL_LABELS = {"baseline": "D_orig", "repro": "D_orig + D_repro", "aug": "D_ori
 
 
 def load_benchmarks(data_dir: Path) -> list[dict]:
-    benches = json.loads((data_dir / "benchmarks.json").read_text())
+    benches = read_json(data_dir / "benchmarks.json")
     out = []
     for b in benches:
         if b["kind"] == "verification_bin":
