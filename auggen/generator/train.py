@@ -4,7 +4,9 @@ Adam (0.9, 0.99), inverse-square-root LR decay after ``lr_ref_steps``, uncertain
 loss with log-normal noise levels, power-function EMAs, atomic safetensors + JSON checkpoints
 and exact resume: every step draws its batch, flips, noise levels and noise from generators
 seeded by ``(seed, step)``, so n steps + resume + n steps equals 2n steps. Runs under
-``torchrun`` (DDP; each rank takes a slice of the same global batch).
+``torchrun`` (DDP; each rank takes a slice of the same global batch). A non-finite or exploding
+loss stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before that step's
+update, so no checkpoint, snapshot or history holds anything from it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 
 from auggen.data.types import LabeledImages
 from auggen.generator.checkpoint import (
+    STATE_JSON,
     atomic_save_tensors,
     atomic_write_bytes,
     atomic_write_json,
@@ -37,6 +40,7 @@ from auggen.generator.ema import PowerFunctionEMA
 from auggen.generator.loading import FORMAT, load_generator  # noqa: F401  (public re-export)
 from auggen.generator.presets import PRESETS, build_unet
 from auggen.generator.unet import Precond
+from auggen.training_guard import LossGuard, StepLosses
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class GenTrainConfig:
     snapshot_every: int = 0  # EMA snapshots for post-hoc EMA; 0 = off
     keep_checkpoints: int = 2
     seed: int = 0
+    # Stop when a step's loss is non-finite or above median + this x max(|median|, 1) of the
+    # last 50 losses (auggen.training_guard); 0: never stop.
+    divergence_factor: float = 100.0
     overrides: dict = field(default_factory=dict)  # extra build_unet kwargs
 
     def __post_init__(self):
@@ -79,6 +86,8 @@ class GenTrainConfig:
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.divergence_factor >= 0:
+            raise ValueError(f"divergence_factor must be >= 0, got {self.divergence_factor}")
 
     @property
     def total_steps(self) -> int:
@@ -213,6 +222,7 @@ def train_generator(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
     ema = PowerFunctionEMA(net, cfg.ema_stds)
     step, history = 0, []
+    guard = LossGuard(cfg.divergence_factor)
 
     ck = load_checkpoint(out_dir, device)
     if ck is not None:
@@ -222,6 +232,8 @@ def train_generator(
         ema.load_state_dict({k: v for k, v in tensors.items() if k.startswith("ema")})
         opt.load_state_dict(join_optimizer_state(tensors, state["optimizer"]))
         step, history = int(state["step"]), list(state["history"])
+        guard.load_state_dict(state.get("loss_guard"))
+        guard.note_checkpoint(step, str(out_dir / STATE_JSON))
 
     model = net
     if world > 1:
@@ -246,12 +258,17 @@ def train_generator(
                 history=history,
                 ema_stds=list(cfg.ema_stds),
                 rng={"scheme": "SeedSequence([seed, step]) per step", "seed": cfg.seed},
+                loss_guard=guard.state_dict(),
             )
             save_checkpoint(out_dir, step, tensors, state, keep=cfg.keep_checkpoints)
             _write_history(out_dir, history)
+        guard.note_checkpoint(step, str(out_dir / STATE_JSON))
         if world > 1:
             dist.barrier()
 
+    # Every step's loss is judged (all ranks alike) before its update, so no snapshot or
+    # checkpoint is ever written from a step with a diverged loss.
+    step_losses = StepLosses(guard, every=1, world_size=world)
     bar = tqdm(total=total, initial=step, disable=not progress or rank != 0, desc="train_gen")
     loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
     while step < total:
@@ -267,6 +284,7 @@ def train_generator(
         torch.manual_seed(seed)  # dropout
         with _autocast(cfg, device):
             loss = edm2_loss(fwd, y, labels, sigma, noise, cfg.sigma_data)
+        step_losses.add(step + 1, loss)
         (loss.sum() / b_local).backward()
         for p in net.parameters():
             if p.grad is not None:

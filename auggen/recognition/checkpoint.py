@@ -48,3 +48,37 @@ def save_text(text: str, path: Path) -> None:
             f.write(text)
 
     _atomic(path, write)
+
+
+def save_run_checkpoint(path, cfg, model, optimizer, epoch, step, history, guard_state) -> None:
+    """``train_fr``'s resume point: everything a resumed run needs to retrace the original."""
+    save_torch(
+        {
+            "config": cfg.to_dict(),
+            "epoch": epoch,
+            "step": step,
+            "history": history,
+            "backbone": model.backbone.state_dict(),
+            "head": model.head.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "loss_guard": guard_state,  # auggen.training_guard.LossGuard's recent losses
+        },
+        path,
+    )
+
+
+def load_run_checkpoint(path: Path, cfg, device, resumable: set[str]) -> dict | None:
+    """The checkpoint at ``path`` (None if absent); refused when ``cfg`` differs from the
+    config that wrote it in any field outside ``resumable``."""
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    old, new = ckpt["config"], cfg.to_dict()
+    diff = sorted(k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(
+            f"{path} was written by a run with a different config (fields {diff}); "
+            "use a fresh out_dir or the same config"
+        )
+    return ckpt

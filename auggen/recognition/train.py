@@ -4,11 +4,12 @@ SGD (momentum, weight decay on all but BN parameters), linear warm-up then step 
 per iteration, bf16 autocast on CUDA, DDP when launched with torchrun (``batch_size`` is per
 rank). Every random choice (epoch order, augmentation, partial-FC negatives) comes from a
 generator seeded by (seed, epoch, step, rank), so a run resumed from a checkpoint retraces the
-uninterrupted one.
+uninterrupted one. A non-finite or exploding loss stops the run with ``TrainingDiverged``
+(``auggen.training_guard``) before anything from that step is written.
 
-``out_dir`` holds: config.json, checkpoint.pt (model, head, optimizer, step, RNG, history),
-history.json / history.csv (per-epoch loss, acc, lr, img/s) and, when done, model.safetensors
-(backbone weights, read by ``load_backbone``).
+``out_dir`` holds: config.json, checkpoint.pt (model, head, optimizer, step, RNG, history, the
+loss guard's recent losses), history.json / history.csv (per-epoch loss, acc, lr, img/s) and,
+when done, model.safetensors (backbone weights, read by ``load_backbone``).
 """
 
 from __future__ import annotations
@@ -35,16 +36,21 @@ from auggen.recognition.batches import (
     seeded_generator,
     to_model_input,
 )
-from auggen.recognition.checkpoint import save_json, save_text, save_torch, save_weights
+from auggen.recognition.checkpoint import load_run_checkpoint, save_json, save_text, save_weights
+from auggen.recognition.checkpoint import save_run_checkpoint as _save_checkpoint
 from auggen.recognition.heads import build_head
 from auggen.recognition.iresnet import build_backbone
 from auggen.recognition.partial_fc import sample_classes
 from auggen.recognition.schedule import SCHEDULES, LRSchedule
+from auggen.training_guard import LossGuard, StepLosses
 
 AMP_MODES = ("auto", "bf16", "off")
 # Fields that may change between a run and its resumption.
-_RESUMABLE = {"epochs", "checkpoint_every", "num_workers"}
+_RESUMABLE = {"epochs", "checkpoint_every", "num_workers", "divergence_factor"}
 _BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the GPU)
+# Steps between loss checks (one GPU sync, one all-reduce under DDP, each); the check also
+# runs at every epoch end, before anything is written.
+_CHECK_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,9 @@ class FRTrainConfig:
     num_workers: int = 0  # >0: gather + augment in DataLoader workers (CPU)
     seed: int = 0
     checkpoint_every: int = 1  # epochs
+    # Stop when a step's loss is non-finite or above median + this x max(|median|, 1) of the
+    # last 50 losses (auggen.training_guard); 0: never stop.
+    divergence_factor: float = 100.0
 
     def __post_init__(self):
         if self.amp not in AMP_MODES:
@@ -87,6 +96,8 @@ class FRTrainConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if not self.divergence_factor >= 0:
+            raise ValueError(f"divergence_factor must be >= 0, got {self.divergence_factor}")
         object.__setattr__(self, "milestones", tuple(self.milestones))
 
     def to_dict(self) -> dict:
@@ -168,20 +179,6 @@ def _write_history(out: Path, history: list[dict]) -> None:
     save_text("\n".join(lines) + "\n", out / "history.csv")
 
 
-def _load_checkpoint(path: Path, cfg: FRTrainConfig, device) -> dict | None:
-    if not path.exists():
-        return None
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    old, new = ckpt["config"], cfg.to_dict()
-    diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE and old.get(k) != new[k])
-    if diff:
-        raise ValueError(
-            f"{path} was written by a run with a different config (fields {diff}); "
-            "use a fresh out_dir or the same config"
-        )
-    return ckpt
-
-
 def train_fr(
     cfg: FRTrainConfig,
     data: LabeledImages,
@@ -229,13 +226,19 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
     amp_dtype = _amp_dtype(cfg, device)
 
     start_epoch, step, history = 0, 0, []
-    ckpt = _load_checkpoint(out / "checkpoint.pt", cfg, device)
+    guard = LossGuard(cfg.divergence_factor)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = load_run_checkpoint(ckpt_path, cfg, device, _RESUMABLE)
     if ckpt is not None:
         backbone.load_state_dict(ckpt["backbone"])
         head.load_state_dict(ckpt["head"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        guard.load_state_dict(ckpt.get("loss_guard"))
+        guard.note_checkpoint(step, f"{ckpt_path} (epoch {start_epoch})")
+    # All ranks judge the same all-reduced losses, so they stop together (no rank hangs).
+    step_losses = StepLosses(guard, every=_CHECK_EVERY, world_size=world)
     D.barrier(info)
     train_model = model
     if info.enabled:
@@ -281,6 +284,7 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
                 group["lr"] = lr
             logits = train_model(x, y, classes, amp_dtype)
             loss = F.cross_entropy(logits, y)
+            step_losses.add(step + 1, loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -293,6 +297,7 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
             bar.update()
         bar.close()
+        step_losses.flush()  # judge the epoch's last losses before its history/checkpoint
         D.all_reduce_sum(totals, info)
         totals = totals.cpu()
         D.broadcast_buffers(model, info)
@@ -309,33 +314,20 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
             }
         )
         last = epoch + 1 == cfg.epochs
+        save_now = last or (epoch + 1) % cfg.checkpoint_every == 0
         if info.is_main:
             _write_history(out, history)
-            if last or (epoch + 1) % cfg.checkpoint_every == 0:
+            if save_now:
                 _save_checkpoint(
-                    out / "checkpoint.pt", cfg, model, optimizer, epoch + 1, step, history
+                    ckpt_path, cfg, model, optimizer, epoch + 1, step, history, guard.state_dict()
                 )
+        if save_now:
+            guard.note_checkpoint(step, f"{ckpt_path} (epoch {epoch + 1})")
         D.barrier(info)
     if info.is_main:
         save_weights(backbone.state_dict(), out / "model.safetensors")
     D.barrier(info)
     return backbone.eval()
-
-
-def _save_checkpoint(path, cfg, model, optimizer, epoch, step, history) -> None:
-    save_torch(
-        {
-            "config": cfg.to_dict(),
-            "epoch": epoch,
-            "step": step,
-            "history": history,
-            "backbone": model.backbone.state_dict(),
-            "head": model.head.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
-        },
-        path,
-    )
 
 
 def load_backbone(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:

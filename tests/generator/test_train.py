@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -15,6 +16,7 @@ from auggen.generator.train import (
     prepare_images,
     train_generator,
 )
+from auggen.training_guard import TrainingDiverged
 
 
 def _data(n=4, size=12, classes=4):
@@ -52,6 +54,7 @@ def test_resume_is_exact(tmp_path):
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
     assert [h["loss"] for h in sa["history"]] == [h["loss"] for h in sb["history"]]
+    assert sa["loss_guard"] == sb["loss_guard"] and len(sa["loss_guard"]["recent"]) == 6
     hist = json.loads((tmp_path / "b" / "history.json").read_text())
     assert [h["step"] for h in hist] == list(range(1, 7))
     assert (tmp_path / "b" / "history.csv").read_text().startswith("step,kimg,loss")
@@ -88,6 +91,26 @@ def test_load_generator_and_bad_checkpoints(tmp_path):
         train_generator(
             GenTrainConfig(steps=1, label_dim=2, **MICRO), data, tmp_path / "x", progress=False
         )
+
+
+def test_absurd_lr_stops_and_keeps_the_last_checkpoint(tmp_path):
+    # lr 1e6: loss 0.8 at step 1, then ~1e13 from step 2 on (6e14 in the run)
+    cfg = GenTrainConfig(steps=6, lr=1e6, checkpoint_every=1, snapshot_every=1, **MICRO)
+    with pytest.raises(TrainingDiverged, match="at step 2: loss .* exceeds") as e:
+        train_generator(cfg, _data(), tmp_path, progress=False)
+    assert e.value.step == 2 and "the last checkpoint, step 1, is kept" in str(e.value)
+    state, _ = load_checkpoint(tmp_path)
+    assert state["step"] == 1 < e.value.step
+    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-00000001.safetensors"]
+    assert [p.name for p in (tmp_path / "ema_snapshots").iterdir()] == ["ema-00000001.safetensors"]
+    assert [h["step"] for h in json.loads((tmp_path / "history.json").read_text())] == [1]
+    assert load_generator(tmp_path).img_resolution == 8
+    # With the guard off the same run finishes (the old behaviour).
+    off = dataclasses.replace(cfg, divergence_factor=0.0)
+    train_generator(off, _data(), tmp_path / "off", progress=False)
+    assert load_checkpoint(tmp_path / "off")[0]["step"] == 6
+    with pytest.raises(ValueError, match="divergence_factor"):
+        GenTrainConfig(divergence_factor=-1.0)
 
 
 def _overfit(tmp_path, steps, preset="tiny", batch_size=16):

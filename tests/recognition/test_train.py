@@ -8,6 +8,7 @@ from auggen.recognition import train as train_mod
 from auggen.recognition.augment import AugmentConfig
 from auggen.recognition.schedule import LRSchedule
 from auggen.recognition.train import FRTrainConfig, load_backbone, train_fr
+from auggen.training_guard import TrainingDiverged
 
 TINY = dict(backbone="ir18", width=8, input_size=32, embedding_size=32, batch_size=16)
 
@@ -82,10 +83,29 @@ def test_resume_is_exact(toy, tmp_path, monkeypatch):
     cb = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     torch.testing.assert_close(ca["head"], cb["head"], rtol=1e-6, atol=1e-7)
     assert [h["loss"] for h in ca["history"]] == pytest.approx([h["loss"] for h in cb["history"]])
+    assert len(ca["loss_guard"]["recent"]) == 12  # 3 epochs x 4 steps, restored on resume
+    assert ca["loss_guard"]["recent"] == pytest.approx(cb["loss_guard"]["recent"])
     # A finished run resumes to a no-op; another config in the same folder is refused.
     train_fr(cfg, toy, tmp_path / "resumed", progress=False)
     with pytest.raises(ValueError, match="different config"):
         train_fr(tiny(epochs=3, lr=0.2), toy, tmp_path / "resumed", progress=False)
+
+
+def test_absurd_lr_stops_and_keeps_the_last_checkpoint(toy, tmp_path):
+    # Epoch 1 (steps 1-4) at lr 0.1; from epoch 2 on the step schedule multiplies it to 1e6.
+    cfg = tiny(epochs=3, lr=0.1, milestones=(1,), lr_gamma=1e7)
+    with pytest.raises(TrainingDiverged, match="loss nan is not finite") as e:
+        train_fr(cfg, toy, tmp_path, progress=False)
+    assert 4 < e.value.step <= 8 and f"at step {e.value.step}:" in str(e.value)
+    assert "step 4, is kept" in str(e.value) and "(epoch 1)" in str(e.value)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 4)
+    assert all(torch.isfinite(v).all() for v in ckpt["backbone"].values())
+    assert [h["epoch"] for h in json.loads((tmp_path / "history.json").read_text())] == [1]
+    assert not (tmp_path / "model.safetensors").exists()
+    assert load_backbone(tmp_path)(torch.zeros(2, 3, 32, 32)).isfinite().all()
+    with pytest.raises(ValueError, match="divergence_factor"):
+        tiny(divergence_factor=-1.0)
 
 
 def test_workers_give_the_same_batches(toy, tmp_path):
