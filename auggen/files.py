@@ -89,6 +89,22 @@ def load_bundle(path) -> dict:
     return {**meta, **tensors}
 
 
+def load_safetensors(path, device="cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; any other content raises, naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, ValueError, OSError) as e:
+        raise UnsafeOrCorruptFile(
+            f"{path}: not a readable safetensors file ({_first_line(e)}); nothing in it was run"
+        ) from e
+
+
 def _safetensors_header(raw: bytes) -> dict:
     n = int.from_bytes(raw[:8], "little")
     return json.loads(raw[8 : 8 + n])

@@ -6,34 +6,16 @@ killed between the two writes resumes from the previous, still complete, pair.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from auggen.files import atomic_write_json, load_safetensors, read_json
 
 STATE_JSON = "checkpoint.json"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=None) -> None:
@@ -92,8 +74,8 @@ def load_checkpoint(out_dir, device="cpu") -> tuple[dict, dict] | None:
     path = Path(out_dir) / STATE_JSON
     if not path.exists():
         return None
-    state = json.loads(path.read_text())
+    state = read_json(path)
     tpath = Path(out_dir) / state["tensors"]
     if not tpath.exists():
         raise FileNotFoundError(f"{path} names {tpath.name}, which is missing")
-    return state, load_file(str(tpath), device=str(device))
+    return state, load_safetensors(tpath, device)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
+from auggen.files import load_safetensors, read_json
 from auggen.generator.checkpoint import STATE_JSON, load_checkpoint
 from auggen.generator.ema import posthoc_average
 from auggen.generator.presets import build_unet
@@ -96,7 +95,7 @@ def load_posthoc_generator(out_dir, std: float, step: int | None = None, device=
         t = int(meta["step"])
         if step is not None and t > step:
             continue
-        tensors = load_file(str(f))
+        tensors = load_safetensors(f)
         for i, s in enumerate(float(x) for x in meta["stds"].split(",")):
             prefix = f"ema{i}."
             sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -110,4 +109,4 @@ def load_posthoc_generator(out_dir, std: float, step: int | None = None, device=
 
 
 def read_state(out_dir) -> dict:
-    return json.loads((Path(out_dir) / STATE_JSON).read_text())
+    return read_json(Path(out_dir) / STATE_JSON)

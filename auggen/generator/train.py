@@ -26,11 +26,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from auggen.data.types import LabeledImages
+from auggen.files import atomic_write_bytes, atomic_write_json
 from auggen.generator.checkpoint import (
     STATE_JSON,
     atomic_save_tensors,
-    atomic_write_bytes,
-    atomic_write_json,
     join_optimizer_state,
     load_checkpoint,
     save_checkpoint,

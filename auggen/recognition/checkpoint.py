@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from auggen.files import load_torch_weights
+
 
 def _atomic(path: Path, write) -> None:
     path = Path(path)
@@ -73,7 +75,7 @@ def load_run_checkpoint(path: Path, cfg, device, resumable: set[str]) -> dict | 
     config that wrote it in any field outside ``resumable``."""
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = load_torch_weights(path, map_location=device)
     old, new = ckpt["config"], cfg.to_dict()
     diff = sorted(k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k))
     if diff:

@@ -15,18 +15,17 @@ when done, model.safetensors (backbone weights, read by ``load_backbone``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from auggen.data.types import LabeledImages
+from auggen.files import load_safetensors, load_torch_weights, read_json
 from auggen.recognition import distributed as D
 from auggen.recognition.augment import AugmentConfig, augment_batch
 from auggen.recognition.batches import (
@@ -335,14 +334,14 @@ def load_backbone(out_dir: str | Path, device: str | torch.device = "cpu") -> nn
     out = Path(out_dir)
     if not (out / "config.json").exists():
         raise FileNotFoundError(f"{out}/config.json: not an FR training folder")
-    cfg = FRTrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    cfg = FRTrainConfig.from_dict(read_json(out / "config.json"))
     net = build_backbone(
         cfg.backbone, cfg.input_size, cfg.embedding_size, width=cfg.width, dropout=cfg.dropout
     )
     if (out / "model.safetensors").exists():
-        state = load_file(out / "model.safetensors")
+        state = load_safetensors(out / "model.safetensors")
     elif (out / "checkpoint.pt").exists():
-        state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["backbone"]
+        state = load_torch_weights(out / "checkpoint.pt")["backbone"]
     else:
         raise FileNotFoundError(f"{out}: no model.safetensors or checkpoint.pt")
     net.load_state_dict(state)
