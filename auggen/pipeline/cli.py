@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         name, cfg = resolve_config(args, PRESETS, DEFAULT_PRESET)
-        cfg.validate()
+        cfg.validate(device=not args.show_config)  # a config may be shown for another machine
     except (KeyError, TypeError, ValueError, FileNotFoundError, json.JSONDecodeError) as e:
         parser.error(_message(e))
     if args.show_config:

@@ -23,7 +23,7 @@ from auggen.pipeline.config import DataConfig
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.lock import RunFolderBusy, RunLock
 from auggen.pipeline.presets import PRESETS
-from auggen.pipeline.stage import DONE, TIMING, Stage
+from auggen.pipeline.stage import TIMING, Stage
 from auggen.pipeline.stages import STAGES
 
 MICRO = replace(PRESETS["micro"], threads=1, progress=False)
