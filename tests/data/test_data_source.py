@@ -1,0 +1,80 @@
+"""Image sources read the same pixels and labels as the in-memory readers, a batch at a time."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from auggen.data import read_image_folder, read_recordio, write_recordio
+from auggen.data.recordio import read_index
+from auggen.data.source import (
+    ConcatSource,
+    FolderSource,
+    RecordIOSource,
+    SubsetSource,
+    TensorSource,
+    as_source,
+)
+from auggen.data.types import LabeledImages
+
+
+def _images(n=12, classes=3, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return LabeledImages(x, torch.arange(n) % classes, [], classes)
+
+
+def test_recordio_source_matches_the_in_memory_reader(tmp_path):
+    data = _images()
+    rec = write_recordio(tmp_path / "train", data, fmt="png")
+    whole = read_recordio(rec)
+    index = read_index(rec.with_suffix(".idx"))
+    keys = [int(k) for k in whole.names]
+    src = RecordIOSource(rec, keys, whole.labels, whole.num_classes, 16)
+    assert index and len(src) == len(whole)
+    assert torch.equal(src.read(range(len(src))), whole.images)
+    assert torch.equal(src.labels, whole.labels)
+    order = torch.tensor([5, 0, 11, 5])
+    assert torch.equal(src.read(order), whole.images[order])
+    # Picklable for DataLoader workers: the memory map is reopened, not copied.
+    back = pickle.loads(pickle.dumps(src))
+    assert torch.equal(back.read([3]), whole.images[[3]])
+    with pytest.raises(IndexError, match="out of range"):
+        src.read([len(src)])
+
+
+def test_folder_source_matches_the_folder_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        (tmp_path / f"id{k}").mkdir()
+        for i in range(2 + k):
+            h, w = 20 + i, 18 + k  # mixed sizes, resized on read
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+                tmp_path / f"id{k}" / f"{i}.png"
+            )
+    whole = read_image_folder(tmp_path, size=16)
+    src = FolderSource(tmp_path, whole.names, whole.labels, whole.num_classes, 16)
+    assert torch.equal(src.read(range(len(src))), whole.images)
+    (tmp_path / whole.names[1]).unlink()
+    with pytest.raises(ValueError, match="cannot read image"):
+        src.read([1])
+
+
+def test_subset_concat_and_tensor_sources():
+    a, b = _images(seed=1), _images(n=6, seed=2)
+    b = LabeledImages(b.images, b.labels + 3, [], 6)
+    ta, tb = as_source(a), TensorSource(b)
+    sub = SubsetSource(ta, [4, 1, 7], labels=[0, 1, 0], num_classes=2)
+    assert torch.equal(sub.read([0, 2]), a.images[[4, 7]]) and sub.num_classes == 2
+    both = ConcatSource([ta, tb])
+    assert len(both) == 18 and both.num_classes == 6
+    idx = [17, 0, 12, 3]
+    want = torch.cat([a.images, b.images])[idx]
+    assert torch.equal(both.read(idx), want)
+    assert torch.equal(both.labels, torch.cat([a.labels, b.labels]))
+    assert torch.equal(both.read_one(13), b.images[1])
+    assert TensorSource(a, 8).read([0]).shape == (1, 3, 8, 8)
+    with pytest.raises(ValueError, match="different sizes"):
+        ConcatSource([ta, TensorSource(b, 8)])
