@@ -78,3 +78,40 @@ def test_subset_concat_and_tensor_sources():
     assert TensorSource(a, 8).read([0]).shape == (1, 3, 8, 8)
     with pytest.raises(ValueError, match="different sizes"):
         ConcatSource([ta, TensorSource(b, 8)])
+
+
+def test_index_files_round_trip_every_kind(tmp_path):
+    from auggen.data.index import TensorFileSource, open_index, write_index, write_tensor_file
+
+    data = _images(n=10, classes=5)
+    rec = write_recordio(tmp_path / "r" / "train", data, fmt="png")
+    whole = read_recordio(rec)
+    rsrc = RecordIOSource(rec, [int(k) for k in whole.names], whole.labels, 5, 16)
+    write_tensor_file(tmp_path / "img.safetensors", data.images)
+    tsrc = TensorFileSource(tmp_path / "img.safetensors", range(10), data.labels, 5)
+    folder = tmp_path / "f"
+    for i in range(4):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.images[i].permute(1, 2, 0).numpy()).save(folder / f"c{i % 2}/{i}.png")
+    fwhole = read_image_folder(folder)
+    fsrc = FolderSource(folder, fwhole.names, fwhole.labels, 2, 16)
+    cases = {
+        "rec": SubsetSource(rsrc, [7, 2, 3], labels=[0, 1, 1], num_classes=2),
+        "tensors": SubsetSource(tsrc, [9, 0], labels=[1, 0], num_classes=2),
+        "folder": SubsetSource(fsrc, [3, 1]),
+        "concat": ConcatSource([rsrc, tsrc, fsrc], num_classes=7),
+    }
+    for name, src in cases.items():
+        path = write_index(tmp_path / f"{name}.json", src)
+        back = open_index(path)
+        assert type(back).__name__ != "SubsetSource"  # subsets are flattened on disk
+        assert len(back) == len(src) and back.num_classes == src.num_classes, name
+        assert torch.equal(back.labels, src.labels), name
+        assert torch.equal(back.read(range(len(src))), src.read(range(len(src)))), name
+    # The index is small: arrays and a file list, never pixels of RecordIO or folder sets.
+    assert (tmp_path / "rec.arrays.safetensors").stat().st_size < 1000
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
+    import auggen.data.index as index
+
+    with pytest.raises(ValueError, match="not an auggen dataset index"):
+        index.open_index(tmp_path / "bad.json")
