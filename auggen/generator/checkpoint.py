@@ -69,6 +69,22 @@ def save_checkpoint(out_dir, step: int, tensors: dict, state: dict, keep: int = 
     return out_dir / name
 
 
+SNAPSHOT_GLOB = "ema-*.safetensors"
+
+
+def save_snapshot(snap_dir, step: int, tensors: dict, metadata: dict, keep: int = 0) -> Path:
+    """Write the post-hoc EMA snapshot ``ema-<step>.safetensors``; with ``keep > 0`` delete
+    all but the newest ``keep`` (disk stays bounded however long the run)."""
+    snap_dir = Path(snap_dir)
+    path = snap_dir / f"ema-{step:08d}.safetensors"
+    atomic_save_tensors(path, tensors, metadata)
+    old = sorted(snap_dir.glob(SNAPSHOT_GLOB))
+    for p in old[:-keep] if keep > 0 else []:
+        if p != path:
+            p.unlink(missing_ok=True)
+    return path
+
+
 def load_checkpoint(out_dir, device="cpu") -> tuple[dict, dict] | None:
     """(state JSON, tensors) of the newest complete checkpoint, or None when there is none."""
     path = Path(out_dir) / STATE_JSON

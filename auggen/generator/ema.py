@@ -5,15 +5,23 @@ p_t(τ) = (γ+1) τ^γ / t^(γ+1) on [0, t]; its relative standard deviation is
 σ_rel = sqrt((γ+1) / ((γ+2)² (γ+3))) (EDM2 Eq. 3). Snapshots of a few such averages, stored
 during training, can be linearly combined afterwards into the average of any other profile by
 least squares on the profiles' inner products (EDM2 Alg. 3 / App. C.2).
+
+Snapshots may be stored in bf16 (``PowerFunctionEMA.snapshot``) to halve their disk: the
+combination is accumulated in fp64 and returned in fp32, so the only loss is bf16's rounding of
+each snapshot (relative 2^-8), scaled by the sum of |coefficients| (about 1-2 for stds inside
+the tracked range, more when extrapolating to narrower ones).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch import nn
+
+SNAPSHOT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def std_to_exp(std) -> np.ndarray:
@@ -70,18 +78,39 @@ def posthoc_average(snapshots: list[tuple[float, float, dict]], out_t: float, ou
     """Combine snapshots ``(t, std, state_dict)`` into the EMA of ``out_std`` at time ``out_t``."""
     if not snapshots:
         raise ValueError("posthoc_average needs at least one snapshot")
-    in_t = [s[0] for s in snapshots]
-    in_std = [s[1] for s in snapshots]
-    coef = posthoc_coefficients(in_t, in_std, [out_t], [out_std])[:, 0]
+    coef = posthoc_coefficients(
+        [s[0] for s in snapshots], [s[1] for s in snapshots], [out_t], [out_std]
+    )
+    return weighted_sum(zip(coef[:, 0], (s[2] for s in snapshots)))
+
+
+def weighted_sum(weighted: Iterable[tuple[float, dict]]) -> dict[str, torch.Tensor]:
+    """Σ c·state over ``(c, state_dict)`` pairs, consumed one at a time (so snapshots can be
+    loaded lazily: memory is one state plus the accumulator). Floating tensors are summed in
+    fp64 and returned in fp32 or wider (bf16 snapshots give fp32); a tensor equal in every
+    state (buffers such as Fourier frequencies) is returned as it is, not averaged."""
+    ref, acc, same = None, {}, {}
+    for c, sd in weighted:
+        if ref is None:
+            ref = dict(sd)
+            same = {k: True for k in ref}
+            acc = {
+                k: torch.zeros_like(v, dtype=torch.float64)
+                for k, v in ref.items()
+                if v.is_floating_point()
+            }
+        for key, v in sd.items():
+            same[key] = same[key] and torch.equal(v, ref[key])
+            if key in acc:
+                acc[key] += float(c) * v.to(torch.float64)
+    if ref is None:
+        raise ValueError("weighted_sum needs at least one state")
     out = {}
-    for key, ref in snapshots[0][2].items():
-        if not ref.is_floating_point() or all(torch.equal(ref, s[2][key]) for s in snapshots):
-            out[key] = ref.clone()  # buffers (Fourier frequencies) are not averaged
-            continue
-        acc = torch.zeros_like(ref, dtype=torch.float64)
-        for c, (_, _, sd) in zip(coef, snapshots):
-            acc += float(c) * sd[key].to(torch.float64)
-        out[key] = acc.to(ref.dtype)
+    for key, v in ref.items():
+        if same[key] or key not in acc:
+            out[key] = v.clone()
+        else:
+            out[key] = acc[key].to(torch.promote_types(v.dtype, torch.float32))
     return out
 
 
@@ -103,6 +132,18 @@ class PowerFunctionEMA:
                 p.lerp_(src[name].detach().to(p.dtype), 1 - beta)
             for (_, b), (_, sb) in zip(ema.named_buffers(), net.named_buffers()):
                 b.copy_(sb)
+
+    def snapshot(self, dtype: str = "float32") -> dict[str, torch.Tensor]:
+        """``state_dict`` with the averaged parameters cast to ``dtype`` (a key of
+        ``SNAPSHOT_DTYPES``), for post-hoc EMA snapshots; buffers keep their own dtype, since
+        they are copied, not averaged, and must stay exact."""
+        cast = SNAPSHOT_DTYPES[dtype]
+        out = {}
+        for i, ema in enumerate(self.emas):
+            params = {k for k, _ in ema.named_parameters()}
+            for k, v in ema.state_dict().items():
+                out[f"ema{i}.{k}"] = v.to(cast) if k in params and v.is_floating_point() else v
+        return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {

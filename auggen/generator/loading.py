@@ -8,8 +8,8 @@ import torch
 from safetensors import safe_open
 
 from auggen.files import load_safetensors, read_json
-from auggen.generator.checkpoint import STATE_JSON, load_checkpoint
-from auggen.generator.ema import posthoc_average
+from auggen.generator.checkpoint import SNAPSHOT_GLOB, STATE_JSON, load_checkpoint
+from auggen.generator.ema import posthoc_coefficients, weighted_sum
 from auggen.generator.presets import build_unet
 from auggen.generator.unet import Precond
 
@@ -82,29 +82,40 @@ def load_generator(
 
 
 def load_posthoc_generator(out_dir, std: float, step: int | None = None, device="cpu") -> Precond:
-    """Post-hoc EMA: combine the stored EMA snapshots into the EMA of ``std`` at ``step``."""
+    """Post-hoc EMA: combine the stored EMA snapshots into the EMA of ``std`` at ``step``.
+
+    Snapshots in fp32 (older runs) and bf16 are both read; the weights come from their
+    metadata alone and the files are then loaded one at a time, so memory is one snapshot
+    plus an fp64 accumulator however many snapshots there are.
+    """
     ck = load_checkpoint(out_dir, "cpu")
     if ck is None:
         raise FileNotFoundError(f"{Path(out_dir) / STATE_JSON}: no generator checkpoint")
     state = ck[0]
-    files = sorted((Path(out_dir) / "ema_snapshots").glob("ema-*.safetensors"))
-    snaps = []
-    for f in files:
+    files = []  # (path, step, stds)
+    for f in sorted((Path(out_dir) / "ema_snapshots").glob(SNAPSHOT_GLOB)):
         with safe_open(str(f), "pt") as h:
             meta = h.metadata()
         t = int(meta["step"])
-        if step is not None and t > step:
-            continue
-        tensors = load_safetensors(f)
-        for i, s in enumerate(float(x) for x in meta["stds"].split(",")):
-            prefix = f"ema{i}."
-            sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            snaps.append((t, s, sd))
-    if not snaps:
+        if step is None or t <= step:
+            files.append((f, t, [float(x) for x in meta["stds"].split(",")]))
+    if not files:
         raise FileNotFoundError(f"{out_dir}/ema_snapshots: no snapshots (set snapshot_every > 0)")
-    out_t = step if step is not None else max(s[0] for s in snaps)
+    out_t = step if step is not None else max(t for _, t, _ in files)
+    in_t = [t for _, t, stds in files for _ in stds]
+    in_std = [s for _, _, stds in files for s in stds]
+    coef = iter(posthoc_coefficients(in_t, in_std, [out_t], [std])[:, 0])
+
+    def weighted():
+        for f, _, stds in files:
+            tensors = load_safetensors(f)
+            for i in range(len(stds)):
+                prefix = f"ema{i}."
+                sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+                yield next(coef), sd
+
     net = _build(state, out_dir)
-    load_weights(net, posthoc_average(snaps, out_t, std), f"{out_dir} post-hoc EMA")
+    load_weights(net, weighted_sum(weighted()), f"{out_dir} post-hoc EMA")
     return net.to(device).eval().requires_grad_(False)
 
 

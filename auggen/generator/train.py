@@ -1,9 +1,12 @@
-"""Train the EDM2 generator on a :class:`LabeledImages` set (EDM2 ``training_loop.py`` recipe).
+"""Train the EDM2 generator on a :class:`LabeledImages` set or an :class:`ImageSource`
+(EDM2 ``training_loop.py`` recipe).
 
 Adam (0.9, 0.99), inverse-square-root LR decay after ``lr_ref_steps``, uncertainty-weighted
 loss with log-normal noise levels, power-function EMAs, atomic safetensors + JSON checkpoints
 and exact resume: every step draws its batch, flips, noise levels and noise from generators
-seeded by ``(seed, step)``, so n steps + resume + n steps equals 2n steps. Runs under
+seeded by ``(seed, step)``, so n steps + resume + n steps equals 2n steps. Images are read,
+resized and flipped a batch at a time (``auggen.generator.data``), in ``num_workers``
+DataLoader workers when set, so a dataset never has to fit in memory. Runs under
 ``torchrun`` (DDP; each rank takes a slice of the same global batch). A non-finite or exploding
 loss stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before that step's
 update, so no checkpoint, snapshot or history holds anything from it.
@@ -19,23 +22,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from auggen.data.loader import step_loader, training_source
+from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
 from auggen.files import atomic_write_bytes, atomic_write_json
 from auggen.generator.checkpoint import (
     STATE_JSON,
-    atomic_save_tensors,
     join_optimizer_state,
     load_checkpoint,
     save_checkpoint,
+    save_snapshot,
     split_optimizer_state,
 )
-from auggen.generator.ema import PowerFunctionEMA
+from auggen.generator.data import GenStepBatches, prepare_images, step_randomness  # noqa: F401
+from auggen.generator.ema import SNAPSHOT_DTYPES, PowerFunctionEMA
 from auggen.generator.loading import FORMAT, load_generator  # noqa: F401  (public re-export)
 from auggen.generator.presets import PRESETS, build_unet
 from auggen.generator.unet import Precond
@@ -47,7 +52,7 @@ class GenTrainConfig:
     preset: str = "tiny"
     resolution: int = 32
     label_dim: int | None = None  # None: data.num_classes
-    batch_size: int = 32  # global, over all ranks
+    batch_size: int = 32  # global, over all ranks (each takes batch_size / world_size)
     steps: int = 1000
     total_kimg: float | None = None  # overrides steps when set
     lr: float = 0.01
@@ -66,6 +71,13 @@ class GenTrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     snapshot_every: int = 0  # EMA snapshots for post-hoc EMA; 0 = off
+    # Snapshot weights are stored in this dtype (bf16 halves the disk of fp32; the post-hoc
+    # average is computed in fp32 or better either way); buffers keep their own dtype.
+    snapshot_dtype: str = "bfloat16"
+    # Keep only the newest this many snapshots (0: all). Post-hoc EMA can then only rebuild
+    # profiles that the kept window spans: cover the whole run for wide stds.
+    max_snapshots: int = 0
+    num_workers: int = 0  # DataLoader processes that read + prepare step batches; 0: main one
     keep_checkpoints: int = 2
     seed: int = 0
     # Stop when a step's loss is non-finite or above median + this x max(|median|, 1) of the
@@ -87,6 +99,14 @@ class GenTrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.divergence_factor >= 0:
             raise ValueError(f"divergence_factor must be >= 0, got {self.divergence_factor}")
+        for name in ("snapshot_every", "max_snapshots", "num_workers"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.snapshot_dtype not in SNAPSHOT_DTYPES:
+            raise ValueError(
+                f"snapshot_dtype must be one of {sorted(SNAPSHOT_DTYPES)}, got "
+                f"{self.snapshot_dtype!r}"
+            )
 
     @property
     def total_steps(self) -> int:
@@ -100,27 +120,6 @@ class GenTrainConfig:
         if self.lr_rampup_steps > 0:
             lr *= min((step + 1) / self.lr_rampup_steps, 1.0)
         return lr
-
-
-def prepare_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 (N, 3, R, R) in [-1, 1] (x/127.5 - 1), antialiased resize."""
-    x = images.to(torch.float32)
-    if x.shape[-2:] != (resolution, resolution):
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True)
-        x = x.round().clamp(0, 255)
-    return x / 127.5 - 1
-
-
-def step_randomness(cfg: GenTrainConfig, step: int, num_images: int, shape):
-    """Global batch of one step: image indices, flips, noise levels and noise."""
-    seed = int(np.random.SeedSequence([cfg.seed, step]).generate_state(1)[0])
-    g = torch.Generator().manual_seed(seed)
-    b = cfg.batch_size
-    idx = torch.randint(num_images, (b,), generator=g)
-    flip = (torch.rand(b, generator=g) < 0.5) & cfg.xflip
-    sigma = (torch.randn(b, 1, 1, 1, generator=g) * cfg.p_std + cfg.p_mean).exp()
-    noise = torch.randn(b, *shape, generator=g)
-    return seed, idx, flip, sigma, noise
 
 
 def edm2_loss(net, y, labels, sigma, noise, sigma_data: float) -> torch.Tensor:
@@ -191,28 +190,26 @@ def _write_history(out_dir: Path, history: list[dict]) -> None:
 
 def train_generator(
     cfg: GenTrainConfig,
-    data: LabeledImages,
+    data: LabeledImages | ImageSource,
     out_dir,
     device="cpu",
     progress: bool = True,
 ) -> Precond:
     """Train (or resume) in ``out_dir``; returns the first EMA network in eval mode."""
-    if not isinstance(data, LabeledImages):
-        raise TypeError(f"data must be a LabeledImages, got {type(data).__name__}")
-    if len(data) == 0:
+    source = training_source(data, cfg.resolution)
+    if len(source) == 0:
         raise ValueError("data holds no images")
     device = torch.device(device)
     out_dir = Path(out_dir)
     rank, world = _dist_setup(device)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by world size {world}")
-    label_dim = int(cfg.label_dim if cfg.label_dim is not None else data.num_classes)
-    if int(data.labels.max()) >= label_dim:
-        raise ValueError(f"labels reach {int(data.labels.max())} but label_dim={label_dim}")
-    meta = _net_meta(cfg, label_dim, data.images.shape[1])
+    label_dim = int(cfg.label_dim if cfg.label_dim is not None else source.num_classes)
+    if int(source.labels.max()) >= label_dim:
+        raise ValueError(f"labels reach {int(source.labels.max())} but label_dim={label_dim}")
+    channels = int(source.read([0]).shape[1])  # also fails early on an unreadable source
+    meta = _net_meta(cfg, label_dim, channels)
 
-    images = prepare_images(data.images, cfg.resolution)
-    onehot = F.one_hot(data.labels, label_dim).to(torch.float32) if label_dim else None
     torch.manual_seed(cfg.seed)
     net = build_unet(
         cfg.preset, cfg.resolution, label_dim, meta["img_channels"], **meta["overrides"]
@@ -241,8 +238,13 @@ def train_generator(
         )
     fwd = torch.compile(model) if cfg.compile else model
     total, b_local = cfg.total_steps, cfg.batch_size // world
-    shape = images.shape[1:]
-    lo = rank * b_local
+    batches = step_loader(
+        GenStepBatches(cfg, source, channels, rank, world),
+        step,
+        total,
+        cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
 
     def checkpoint(step):
         if rank == 0:
@@ -270,17 +272,18 @@ def train_generator(
     step_losses = StepLosses(guard, every=1, world_size=world)
     bar = tqdm(total=total, initial=step, disable=not progress or rank != 0, desc="train_gen")
     loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
-    while step < total:
+    for batch in batches:
         lr = cfg.learning_rate(step)
         for group in opt.param_groups:
             group["lr"] = lr
-        seed, idx, flip, sigma, noise = step_randomness(cfg, step, len(images), shape)
-        idx, flip = idx[lo : lo + b_local], flip[lo : lo + b_local]
-        y = images[idx]
-        y = torch.where(flip[:, None, None, None], y.flip(-1), y).to(device)
-        labels = onehot[idx].to(device) if onehot is not None else None
-        sigma, noise = sigma[lo : lo + b_local].to(device), noise[lo : lo + b_local].to(device)
-        torch.manual_seed(seed)  # dropout
+        y = batch["y"].to(device, non_blocking=True)
+        sigma = batch["sigma"].to(device, non_blocking=True)
+        noise = batch["noise"].to(device, non_blocking=True)
+        labels = None
+        if label_dim:
+            # Per batch: a dense N x classes one-hot would not fit for WebFace-sized sets.
+            labels = F.one_hot(batch["labels"].to(device), label_dim).to(torch.float32)
+        torch.manual_seed(int(batch["seed"]))  # dropout
         with _autocast(cfg, device):
             loss = edm2_loss(fwd, y, labels, sigma, noise, cfg.sigma_data)
         step_losses.add(step + 1, loss)
@@ -311,11 +314,12 @@ def train_generator(
             loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
         bar.update(1)
         if cfg.snapshot_every and step % cfg.snapshot_every == 0 and rank == 0:
-            snap = {k: v for k, v in ema.state_dict().items()}
-            atomic_save_tensors(
-                out_dir / "ema_snapshots" / f"ema-{step:08d}.safetensors",
-                snap,
+            save_snapshot(
+                out_dir / "ema_snapshots",
+                step,
+                ema.snapshot(cfg.snapshot_dtype),
                 {"step": str(step), "stds": ",".join(map(str, cfg.ema_stds))},
+                keep=cfg.max_snapshots,
             )
         if step % cfg.checkpoint_every == 0 or step == total:
             checkpoint(step)

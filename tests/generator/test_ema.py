@@ -7,6 +7,7 @@ from auggen.generator.ema import (
     PowerFunctionEMA,
     exp_to_std,
     posthoc_average,
+    posthoc_coefficients,
     profile_inner,
     std_to_exp,
 )
@@ -78,3 +79,34 @@ def test_ema_starts_at_net_and_keeps_buffers():
     ema2 = PowerFunctionEMA(nn.BatchNorm1d(2), (0.05,))
     ema2.load_state_dict(sd)
     torch.testing.assert_close(ema2.emas[0].weight, net.weight.detach())
+
+
+def test_bf16_snapshots_reconstruct_within_bf16_rounding_of_fp32():
+    _, snaps = _track((0.05, 0.10))
+    half = [(t, s, {k: v.to(torch.bfloat16) for k, v in sd.items()}) for t, s, sd in snaps]
+    scale = max(float(sd["weight"].abs().max()) for _, _, sd in snaps)
+    for std in (0.05, 0.07, 0.10, 0.15):
+        want = posthoc_average(snaps, 1000, std)["weight"]
+        got = posthoc_average(half, 1000, std)["weight"]
+        assert got.dtype == torch.float32  # averaged in fp64, returned in fp32
+        coef = posthoc_coefficients([s[0] for s in snaps], [s[1] for s in snaps], [1000], [std])
+        # Each bf16 weight is off by at most 2^-8 relative (bf16's unit roundoff: 8-bit
+        # significand, round to nearest); the combination scales that by the sum of |coef|.
+        bound = float(np.abs(coef).sum()) * 2**-8 * scale
+        err = float((got - want).abs().max())
+        assert 0 < err <= bound, (std, err, bound)
+
+
+def test_snapshot_casts_averaged_parameters_and_keeps_buffers_exact():
+    net = nn.BatchNorm1d(3)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([1 / 3, 2 / 3, 1.0]))
+        net.running_mean.copy_(torch.tensor([1 / 3, 0.1, 0.7]))
+    ema = PowerFunctionEMA(net, (0.05, 0.10))
+    ema.update(net, t_next=1, t_delta=1)
+    snap = ema.snapshot("bfloat16")
+    assert set(snap) == set(ema.state_dict())
+    assert snap["ema1.weight"].dtype == torch.bfloat16
+    assert torch.equal(snap["ema1.running_mean"], net.running_mean)
+    assert snap["ema0.num_batches_tracked"].dtype == torch.int64
+    assert ema.snapshot("float32")["ema0.weight"].dtype == torch.float32

@@ -93,6 +93,34 @@ def test_load_generator_and_bad_checkpoints(tmp_path):
         )
 
 
+def test_bf16_snapshots_are_bounded_and_read_beside_fp32_ones(tmp_path):
+    data = _data()
+    fp32 = GenTrainConfig(
+        steps=4, snapshot_every=1, snapshot_dtype="float32", max_snapshots=3, **MICRO
+    )
+    train_generator(fp32, data, tmp_path / "fp32", progress=False)
+    # An fp32 run resumed with bf16 snapshots, at most 3 kept: old files are read beside new.
+    first = GenTrainConfig(steps=2, snapshot_every=1, snapshot_dtype="float32", **MICRO)
+    train_generator(first, data, tmp_path / "mixed", progress=False)
+    mixed = GenTrainConfig(steps=4, snapshot_every=1, max_snapshots=3, **MICRO)
+    assert mixed.snapshot_dtype == "bfloat16"
+    train_generator(mixed, data, tmp_path / "mixed", progress=False)
+    snaps = sorted((tmp_path / "mixed" / "ema_snapshots").iterdir())
+    assert [p.name for p in snaps] == [f"ema-0000000{k}.safetensors" for k in (2, 3, 4)]
+    dtypes = [load_file(str(p))["ema0.unet.enc.8x8_conv.weight"].dtype for p in snaps]
+    assert dtypes == [torch.float32, torch.bfloat16, torch.bfloat16]
+    assert snaps[1].stat().st_size < 0.6 * snaps[0].stat().st_size
+    for std in (0.05, 0.08):
+        want = load_posthoc_generator(tmp_path / "fp32", std=std, step=4)
+        got = load_posthoc_generator(tmp_path / "mixed", std=std, step=4)
+        for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
+            assert b.dtype == a.dtype, k
+            # the same snapshots, two of them rounded to bf16 (relative 2^-8)
+            torch.testing.assert_close(b, a, rtol=2**-7, atol=1e-6, msg=k)
+    with pytest.raises(ValueError, match="snapshot_dtype"):
+        GenTrainConfig(snapshot_dtype="float16")
+
+
 def test_absurd_lr_stops_and_keeps_the_last_checkpoint(tmp_path):
     # lr 1e6: loss 0.8 at step 1, then ~1e13 from step 2 on (6e14 in the run)
     cfg = GenTrainConfig(steps=6, lr=1e6, checkpoint_every=1, snapshot_every=1, **MICRO)
