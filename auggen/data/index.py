@@ -25,7 +25,13 @@ from auggen.data.source import (
     SubsetSource,
     TensorSource,
 )
-from auggen.files import atomic_write_bytes, atomic_write_json, load_safetensors, read_json
+from auggen.files import (
+    UnsafeOrCorruptFile,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_safetensors,
+    read_json,
+)
 
 
 class TensorFileSource(ImageSource):
@@ -35,8 +41,11 @@ class TensorFileSource(ImageSource):
         from safetensors import safe_open
 
         self.path = Path(path)
-        with safe_open(str(self.path), framework="pt") as f:
-            shape = f.get_slice("images").get_shape()
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                shape = f.get_slice("images").get_shape()
+        except Exception as e:  # safetensors raises its own error types for foreign files
+            raise UnsafeOrCorruptFile(f"{self.path}: not an auggen image tensor file ({e})") from e
         self.size = int(shape[-1])
         self.rows = np.asarray(rows, np.int64)
         if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= shape[0]):

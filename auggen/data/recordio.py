@@ -152,25 +152,24 @@ def _meta_keys(head: IRHeader, n_index: int, what: str) -> tuple[list[int], int]
     return list(range(1, int(a))), int(b) - int(a)
 
 
-def read_recordio(
-    prefix_or_path,
-    size: int | None = None,
-    on_error: str = "raise",
-    max_classes: int | None = None,
-) -> LabeledImages:
-    """Read an insightface train.rec/.idx (a folder, a prefix, or the .rec path).
+class RecordIOScan(NamedTuple):
+    """What one pass over the record headers finds: image keys, their labels, class count."""
 
-    Images are decoded to RGB (see ``decode_image``) and resized to ``size`` as they are read;
-    labels come from each image header (label[0] when it holds several). ``max_classes``
-    keeps only labels below it (e.g. the first 1000 identities of a large set).
-    ``on_error="skip"`` skips undecodable images and lists them in ``report["skipped"]``;
-    a broken file (bad .idx offset, truncated record, label not an integer in
-    [0, ``MAX_LABEL``)) raises ValueError naming the file and key either way.
-    Labels are kept as stored: ``num_classes`` = max label + 1, or the identity count of the
-    meta record when larger (capped at ``max_classes``). The file is memory-mapped.
+    rec: Path
+    keys: list[int]
+    labels: list[int]
+    num_classes: int
+
+
+def scan_recordio(prefix_or_path, max_classes: int | None = None) -> RecordIOScan:
+    """Keys and labels of every image record, from the headers alone (no image is decoded).
+
+    Labels come from each image header (label[0] when it holds several); ``max_classes``
+    keeps only labels below it. ``num_classes`` = max label + 1, or the identity count of the
+    meta record when larger (capped at ``max_classes``). A broken file (bad .idx offset,
+    truncated record, label not an integer in [0, ``MAX_LABEL``)) raises ValueError naming
+    the file and key. The file is memory-mapped: only the header pages are touched.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     rec, idx = _paths(prefix_or_path)
     if not rec.is_file():
         raise FileNotFoundError(f"{rec}: no such RecordIO file")
@@ -187,60 +186,78 @@ def read_recordio(
             head, _ = unpack_payload(read_record(buf, index[0], what)[0], what)
             if head.flag > 0:
                 keys, num_ids = _meta_keys(head, len(index), what)
-        images, labels, names, skipped = [], [], [], []
+        kept, labels = [], []
         for key in keys:
             if key not in index:
                 raise ValueError(f"{idx}: image key {key} missing from the index")
             what = f"{rec} key {key}"
-            header, body = unpack_payload(read_record(buf, index[key], what)[0], what)
+            header, _ = unpack_payload(read_record(buf, index[key], what)[0], what)
             label = check_label(header.label[0] if header.flag > 0 else header.label, what)
             if max_classes is not None and label >= max_classes:
                 continue
+            kept.append(key)
+            labels.append(label)
+    k = max(max(labels) + 1 if labels else 0, num_ids)
+    if max_classes is not None:
+        k = min(k, max_classes)
+    return RecordIOScan(rec, kept, labels, k)
+
+
+def read_recordio(
+    prefix_or_path,
+    size: int | None = None,
+    on_error: str = "raise",
+    max_classes: int | None = None,
+) -> LabeledImages:
+    """Read an insightface train.rec/.idx (a folder, a prefix, or the .rec path) into memory.
+
+    Small sets only (tests, exports): the pipeline streams through ``RecordIOSource``. Keys,
+    labels and classes as ``scan_recordio`` finds them; images decoded to RGB (see
+    ``decode_image``) and resized to ``size``. ``on_error="skip"`` skips undecodable images
+    and lists them in ``report["skipped"]``; a broken file raises either way.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    scan = scan_recordio(prefix_or_path, max_classes)
+    index = read_index(scan.rec.with_suffix(".idx"))
+    images, labels, names, skipped = [], [], [], []
+    with open(scan.rec, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        for key, label in zip(scan.keys, scan.labels):
+            what = f"{scan.rec} key {key}"
+            _, body = unpack_payload(read_record(buf, index[key], what)[0], what)
             try:
                 images.append(decode_image(body, what, size))
             except ValueError as e:
                 if on_error == "raise":
                     raise
-                skipped.append((f"{rec}:{key}", str(e)))
+                skipped.append((f"{scan.rec}:{key}", str(e)))
                 continue
             labels.append(label)
             names.append(str(key))
-    x = stack_images(images, size, str(rec))
+    x = stack_images(images, size, str(scan.rec))
     y = torch.tensor(labels, dtype=torch.long)
-    k = max(int(y.max()) + 1 if len(y) else 0, num_ids)
-    if max_classes is not None:
-        k = min(k, max_classes)
-    return LabeledImages(x, y, names, k, {"skipped": skipped})
+    return LabeledImages(x, y, names, scan.num_classes, {"skipped": skipped})
 
 
-def write_recordio(
-    prefix_or_path, data: LabeledImages, fmt: str = "jpeg", quality: int = 95
-) -> Path:
-    """Write ``data`` as insightface train.rec/.idx + ``property``; returns the .rec path.
-
-    Images are written grouped by label (stable), as JPEG quality 95 by default (what
-    insightface writes; ``fmt="png"`` for lossless), under the record-0 meta layout. The
-    .rec is streamed to a temporary file and renamed into place once complete.
-    """
-    rec, idx = _paths(prefix_or_path)
-    rec.parent.mkdir(parents=True, exist_ok=True)
-    order = torch.argsort(data.labels, stable=True)
-    labels = data.labels[order].tolist()
-    n, k = len(labels), int(data.num_classes)
+def _write_insightface(rec: Path, labels: list[int], k: int, bodies) -> None:
+    """Frame the insightface layout: meta record 0 = (a, b), image keys 1..n (``bodies``
+    yields each image's (flag, label, body) in label-grouped order), identity records a..b-1.
+    The .rec is streamed to a temporary file and renamed into place once complete."""
+    n = len(labels)
     a, b = n + 1, n + 1 + k
     starts = np.searchsorted(labels, np.arange(k + 1)) + 1  # image keys are 1-based
 
     def payloads():
         yield 0, pack_payload(IRHeader(2, (a, b), 0, 1))
-        for key, (i, y) in enumerate(zip(order.tolist(), labels), start=1):
-            body = encode_image(data.images[i], fmt, quality)
-            yield key, pack_payload(IRHeader(0, float(y), key, 0), body)
+        for key, (flag, label, body) in enumerate(bodies, start=1):
+            yield key, pack_payload(IRHeader(flag, label, key, 0), body)
         for c in range(k):
             yield (
                 a + c,
                 pack_payload(IRHeader(2, (float(starts[c]), float(starts[c + 1])), a + c, 0)),
             )
 
+    rec.parent.mkdir(parents=True, exist_ok=True)
     offset, lines = 0, []
     tmp = rec.with_name(rec.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -249,8 +266,56 @@ def write_recordio(
             f.write(framed)
             lines.append(f"{key}\t{offset}\n")
             offset += len(framed)
-    idx.write_text("".join(lines))
+    rec.with_suffix(".idx").write_text("".join(lines))
     tmp.replace(rec)
+
+
+def write_recordio(
+    prefix_or_path,
+    data: LabeledImages,
+    fmt: str = "jpeg",
+    quality: int = 95,
+    write_property: bool = True,
+) -> Path:
+    """Write ``data`` as insightface train.rec/.idx + ``property``; returns the .rec path.
+
+    Images are written grouped by label (stable), as JPEG quality 95 by default (what
+    insightface writes; ``fmt="png"`` for lossless), under the record-0 meta layout.
+    """
+    rec, _ = _paths(prefix_or_path)
+    order = torch.argsort(data.labels, stable=True)
+    labels = data.labels[order].tolist()
+    k = int(data.num_classes)
+    bodies = (
+        (0, float(y), encode_image(data.images[i], fmt, quality))
+        for i, y in zip(order.tolist(), labels)
+    )
+    _write_insightface(rec, labels, k, bodies)
     h, w = data.images.shape[-2:]
-    (rec.parent / "property").write_text(f"{k},{h},{w}")
+    if write_property:
+        (rec.parent / "property").write_text(f"{k},{h},{w}")
+    return rec
+
+
+def merge_recordio(parts, prefix_or_path, num_classes: int | None = None) -> Path:
+    """One insightface RecordIO from several (records copied, never decoded): e.g. the
+    shards of a generated set, for loaders that want one ``train.rec``. Labels must be
+    grouped across the parts (non-decreasing in part order), as the pipeline writes them."""
+    scans = [scan_recordio(p) for p in parts]
+    labels = [y for s in scans for y in s.labels]
+    if any(x > y for x, y in zip(labels, labels[1:])):
+        raise ValueError("merge_recordio: labels must be non-decreasing across the parts")
+    k = int(num_classes or max((s.num_classes for s in scans), default=0))
+
+    def bodies():
+        for s in scans:
+            index = read_index(s.rec.with_suffix(".idx"))
+            with open(s.rec, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                for key in s.keys:
+                    what = f"{s.rec} key {key}"
+                    head, body = unpack_payload(read_record(buf, index[key], what)[0], what)
+                    yield head.flag, head.label, body
+
+    rec, _ = _paths(prefix_or_path)
+    _write_insightface(rec, labels, k, bodies())
     return rec

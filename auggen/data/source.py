@@ -11,6 +11,7 @@ as JSON (``describe()`` / ``open_source``), which is how stages hand datasets to
 - ``FolderSource``: a list of image files with their labels.
 - ``SubsetSource``: some images of another source, optionally relabelled.
 - ``ConcatSource``: sources one after another (``D_orig ∪ D_aug``), labels kept as they are.
+- ``ResizedSource`` / ``resized``: a source read at another size.
 """
 
 from __future__ import annotations
@@ -218,6 +219,38 @@ class ConcatSource(ImageSource):
     def name(self, i: int) -> str:
         src, j = self._locate(i)
         return src.name(j)
+
+
+class ResizedSource(ImageSource):
+    """Any source, resized per batch (antialiased, as ``resize_images``)."""
+
+    def __init__(self, base: ImageSource, size: int):
+        self.base, self.size = base, int(size)
+        self.labels, self.num_classes = base.labels, base.num_classes
+
+    def read(self, indices) -> torch.Tensor:
+        from auggen.data.image_codec import resize_images
+
+        return resize_images(self.base.read(indices), self.size)
+
+    def read_one(self, i: int) -> torch.Tensor:
+        return self.read([i])[0]
+
+    def name(self, i: int) -> str:
+        return self.base.name(i)
+
+
+def resized(src: ImageSource, size: int) -> ImageSource:
+    """``src`` at ``size`` px: file decoders resize as they decode, other sources per batch."""
+    import copy
+
+    if src.size == size:
+        return src
+    if isinstance(src, (RecordIOSource, FolderSource)):
+        out = copy.copy(src)
+        out.size = int(size)
+        return out
+    return ResizedSource(src, size)
 
 
 def as_source(data, size: int | None = None) -> ImageSource:

@@ -31,6 +31,8 @@ class DataConfig:
     min_images_per_identity: int = 2  # identities with fewer images are an error ...
     drop_small_identities: bool = False  # ... unless dropped
     on_error: str = "raise"  # an unreadable image: raise | skip
+    verify_images: bool = True  # decode every image once in the data stage (finds bad ones)
+    workers: int = 0  # decoding processes/threads (data stage, trainers); 0: in the main one
     seed: int = 0
 
 
@@ -125,6 +127,8 @@ class PipelineConfig:
         for name in ("image_size", "max_identities", "unseen_identities", "heldout_per_identity"):
             if getattr(d, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(d, name)}")
+        if d.workers < 0:
+            raise ValueError(f"data.workers must be >= 0, got {d.workers}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if d.unseen_identities == 1:

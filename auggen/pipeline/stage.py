@@ -55,10 +55,17 @@ def stage_config(stage: Stage, cfg) -> dict:
     return {k: _section(cfg, k) for k in stage.config_keys}
 
 
+# Settings that change how fast a stage runs, never what it writes: not fingerprinted.
+RUNTIME_KEYS = {"data": ("workers",), "fr": ("num_workers",), "gen": ("num_workers",)}
+
+
 def _section(cfg, key: str):
     value = getattr(cfg, key)
     if hasattr(value, "__dataclass_fields__"):
-        return to_dict(value)
+        d = to_dict(value)
+        for k in RUNTIME_KEYS.get(key, ()):
+            d.pop(k, None)
+        return d
     return json.loads(json.dumps(value))
 
 
@@ -170,7 +177,6 @@ def run_stage(
     }
     if stage.inputs is not None:
         config["external_inputs"] = stage.inputs(cfg)
-    write_json(out_dir / CONFIG, config)
     base = {
         "stage": stage.name,
         "device": device,
@@ -181,7 +187,8 @@ def run_stage(
         "attempts": attempts + 1,
     }
     with _Clock(out_dir / TIMING, base, previous) as clock:
-        try:
+        try:  # config.json inside: an interrupt after it is always recorded
+            write_json(out_dir / CONFIG, config)
             stage.run(cfg, in_dirs, out_dir)
         except BaseException:
             clock.write("interrupted")

@@ -7,13 +7,19 @@ import pytest
 import torch
 from PIL import Image
 
+from auggen.data.index import open_index
 from auggen.pipeline.cli import main
 from auggen.pipeline.config import DataConfig
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stage import DONE
 from auggen.pipeline.stages import STAGES
-from auggen.pipeline.store import load, load_images
+from auggen.pipeline.store import load
+
+
+def load_images(path):
+    return open_index(path).to_images()
+
 
 MICRO = replace(PRESETS["micro"], threads=1, progress=False)
 
@@ -50,11 +56,11 @@ def _data_stage(cfg, out):
 def test_folder_data_is_split_and_relabelled(tmp_path):
     out = tmp_path / "run"
     _data_stage(_cfg(_folder(tmp_path / "f", [4, 5, 3, 6, 4]), unseen_identities=2), out)
-    train = load_images(out / "data" / "train.safetensors")
+    train = load_images(out / "data" / "train.index.json")
     assert train.num_classes == 3 and len(train) == 4 + 5 + 3 - 3
     assert train.images.shape[1:] == (3, 16, 16)
     verif = load(out / "data" / "bench_unseen_verif.safetensors")
-    assert len(verif["images"]) == 10  # the last two identities are unseen
+    assert len(open_index(out / "data" / "unseen.index.json")) == 10  # the last two identities
     assert len(verif["issame"]) == 10 and int(verif["issame"].sum()) == 5
 
 
@@ -88,7 +94,7 @@ def test_identity_with_one_image(tmp_path):
     with pytest.raises(ValueError, match=r"identity 1 \(id01\) has 1 image\(s\).*drop_small"):
         _data_stage(_cfg(root), tmp_path / "run")
     _data_stage(_cfg(root, drop_small_identities=True), tmp_path / "run")
-    assert load_images(tmp_path / "run" / "data" / "train.safetensors").num_classes == 2
+    assert load_images(tmp_path / "run" / "data" / "train.index.json").num_classes == 2
 
 
 def test_too_few_images_for_the_heldout_split(tmp_path):
@@ -102,7 +108,7 @@ def test_corrupt_image(tmp_path):
     with pytest.raises(ValueError, match="bad.png"):
         _data_stage(_cfg(root), tmp_path / "run")
     _data_stage(_cfg(root, on_error="skip"), tmp_path / "run2")
-    assert len(load_images(tmp_path / "run2" / "data" / "train.safetensors")) == 9 - 3
+    assert len(load_images(tmp_path / "run2" / "data" / "train.index.json")) == 9 - 3
 
 
 def test_fewer_than_two_classes(tmp_path):
@@ -223,7 +229,7 @@ def test_recordio_data(tmp_path):
     cfg = _cfg(tmp_path / "train")
     cfg = replace(cfg, data=replace(cfg.data, source="recordio"))
     _data_stage(cfg, tmp_path / "run")
-    train = load_images(tmp_path / "run" / "data" / "train.safetensors")
+    train = load_images(tmp_path / "run" / "data" / "train.index.json")
     assert train.num_classes == 3 and len(train) == 12 - 3
     with pytest.raises(FileNotFoundError, match="no such RecordIO file"):
         bad = replace(cfg, data=replace(cfg.data, path=str(tmp_path / "missing")))

@@ -23,7 +23,15 @@ from auggen.pipeline.stages import STAGES
 
 SEED = int(os.environ.get("AUGGEN_CHAOS_SEED", "0"))
 # Files whose content must not depend on how often the run was killed (timings excluded).
-COMPARED = ("*.safetensors", "grid.csv", "best.json", "manifest.csv", "metrics.csv")
+COMPARED = (
+    "*.safetensors",
+    "*.rec",
+    "*.idx",
+    "*.index.json",
+    "grid.csv",
+    "best.json",
+    "metrics.csv",
+)
 
 
 def _command(out: Path) -> list[str]:
@@ -74,7 +82,7 @@ def _compare(ref: Path, got: Path) -> int:
                 with open(a) as fa, open(b) as fb:
                     assert list(csv.reader(fa)) == list(csv.reader(fb)), rel
             else:
-                assert a.read_text() == b.read_text(), rel
+                assert a.read_bytes() == b.read_bytes(), rel
             n += 1
     return n
 

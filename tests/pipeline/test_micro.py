@@ -7,12 +7,18 @@ from dataclasses import replace
 import pytest
 import torch
 
+from auggen.data.index import open_index
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.faults import ENV, SimulatedCrash
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stage import DONE
 from auggen.pipeline.stages import STAGES
-from auggen.pipeline.store import load, load_images, read_csv
+from auggen.pipeline.store import load, read_csv
+
+
+def load_images(path):
+    return open_index(path).to_images()
+
 
 # One thread: the CI machine is small and shared; OpenMP spinning on a busy second core
 # costs far more than it gains on these tiny tensors.
@@ -48,8 +54,8 @@ def test_every_stage_runs_and_writes_its_outputs(micro_run):
     for png in ("grid/heatmap.png", "report/mixes.png", "report/curves.png", "report/leakage.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # D_aug: labels after the original ones, K images per new identity, manifest matches.
-    real = load_images(out / "data" / "train.safetensors")
-    aug = load_images(out / "generate" / "aug.safetensors")
+    real = load_images(out / "data" / "train.index.json")
+    aug = load_images(out / "generate" / "aug.index.json")
     g = MICRO.generate
     assert len(aug) == g.new_identities * g.images_per_identity
     assert aug.labels.min() == real.num_classes
@@ -114,7 +120,7 @@ def test_crash_inside_a_stage_resumes_to_the_same_result(
     with pytest.raises(SimulatedCrash):
         run_pipeline(MICRO, tmp_path, STAGES, stages=[stage], log=_quiet)
     assert not (tmp_path / stage / DONE).exists()
-    partial = sorted(p.name for p in (tmp_path / stage).rglob("*.safetensors"))
+    partial = sorted(p.name for p in (tmp_path / stage).rglob("*.json") if p.name != "config.json")
     assert partial  # some work was saved before the crash
     monkeypatch.delenv(ENV)
     status = run_pipeline(MICRO, tmp_path, STAGES, stages=[stage], log=_quiet)
@@ -122,8 +128,8 @@ def test_crash_inside_a_stage_resumes_to_the_same_result(
     assert json.loads((tmp_path / stage / "timing.json").read_text())["resumed"] is True
     if stage == "generate":
         a, b = (
-            load_images(out / stage / "aug.safetensors"),
-            load_images(tmp_path / stage / "aug.safetensors"),
+            load_images(out / stage / "aug.index.json"),
+            load_images(tmp_path / stage / "aug.index.json"),
         )
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
         assert read_csv(out / stage / "manifest.csv") == read_csv(tmp_path / stage / "manifest.csv")
@@ -171,13 +177,14 @@ def test_evaluate_matches_a_direct_computation(micro_run):
             e = model(x) + model(x.flip(-1))
         return torch.nn.functional.normalize(e, dim=1).numpy()
 
-    ident = load(out / "data" / "bench_heldout_ident.safetensors")
-    g, p = embed(ident["gallery"]), embed(ident["probe"])
-    pred = ident["gallery_labels"].numpy()[np.argmax(p @ g.T, axis=1)]
-    rank1 = float(np.mean(pred == ident["probe_labels"].numpy()))
+    gallery = load_images(out / "data" / "train.index.json")
+    probe = load_images(out / "data" / "heldout.index.json")
+    g, p = embed(gallery.images), embed(probe.images)
+    pred = gallery.labels.numpy()[np.argmax(p @ g.T, axis=1)]
+    rank1 = float(np.mean(pred == probe.labels.numpy()))
     assert rows[("aug", "heldout_ident", "rank1")] == pytest.approx(rank1, abs=1e-6)
     verif = load(out / "data" / "bench_unseen_verif.safetensors")
-    f = embed(verif["images"])
+    f = embed(load_images(out / "data" / "unseen.index.json").images)
     scores = (f[verif["idx_a"]] * f[verif["idx_b"]]).sum(1)
     same = verif["issame"].numpy()
     # Best-threshold accuracy over all pairs bounds the 10-fold accuracy from above.

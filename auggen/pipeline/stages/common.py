@@ -76,6 +76,21 @@ def fr_config(cfg, seed: int):
     return dataclasses.replace(cfg.fr, seed=int(seed))
 
 
+def open_data(in_dirs, name: str = "train"):
+    """A dataset index written by the ``data`` stage (``train``, ``heldout``, ``unseen``...)."""
+    from auggen.data.index import open_index
+
+    return open_index(Path(in_dirs["data"]) / f"{name}.index.json")
+
+
+def embed_source(embed, src, batch: int = 1024) -> torch.Tensor:
+    """Embeddings of every image of ``src``, reading ``batch`` images at a time."""
+    feats = [
+        embed(src.read(range(lo, min(lo + batch, len(src))))) for lo in range(0, len(src), batch)
+    ]
+    return torch.cat(feats) if feats else torch.empty(0)
+
+
 def train_data_at(data: LabeledImages, size: int) -> LabeledImages:
     """``data`` with square images of ``size`` (so real and generated sets can be joined)."""
     from auggen.data import resize_images

@@ -1,30 +1,46 @@
-"""Stage ``data``: load D_orig, check it, split it, and write the evaluation benchmarks.
+"""Stage ``data``: index D_orig, check it, split it, and write the evaluation benchmarks.
 
-Outputs: ``train.safetensors`` (D_orig, labels 0..N-1), ``benchmarks.json`` +
-``bench_<name>.safetensors``, ``split.json``.
-ORL: the last ``unseen_identities`` identities only give verification pairs
-and an identification set (never trained on); each training identity keeps
+Writes indexes, not pixels (``auggen.data.index``): ``train.index.json`` (D_orig, labels
+0..N-1), ``heldout.index.json`` / ``unseen*.index.json`` for the benchmarks, each a JSON file
+plus a small safetensors of integer arrays pointing into the RecordIO file or image folder
+given as ``--data``. In-memory sources (the ORL demo) are written once as
+``images.safetensors`` and indexed like the others. Also ``benchmarks.json`` (the
+benchmarks and which index files and pair lists they use), ``bench_unseen_verif.safetensors``
+(verification pairs) and ``split.json``.
+
+ORL: the last ``unseen_identities`` identities only give verification pairs and an
+identification set (never trained on); each training identity keeps
 ``heldout_per_identity`` images aside as rank-1 probes against its training images.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from auggen.data.types import LabeledImages
+from auggen.data.index import TensorFileSource, write_index, write_tensor_file
+from auggen.data.source import FolderSource, ImageSource, RecordIOSource, SubsetSource
 from auggen.pipeline.stage import write_json
-from auggen.pipeline.store import save_atomic, save_images
+from auggen.pipeline.store import save_atomic
+
+VERIFY_CHUNK = 512  # images decoded per chunk of the verification pass
 
 
-def load_source(d) -> LabeledImages:
-    """The raw dataset named by a DataConfig (images at ``image_size`` when > 0)."""
+def open_source(d, out_dir: Path) -> tuple[ImageSource, dict]:
+    """The raw dataset named by a DataConfig as an ImageSource at ``image_size``, + notes."""
     size = d.image_size or None
     if d.source == "orl":
         from auggen.data import load_orl
 
-        return load_orl(size=size)
+        data = load_orl(size=size)
+        write_tensor_file(out_dir / "images.safetensors", data.images)
+        src = TensorFileSource(
+            out_dir / "images.safetensors", range(len(data)), data.labels, data.num_classes
+        )
+        return src, {"repaired": data.report.get("repaired", []), "skipped": []}
     path = Path(d.path)
     if d.source == "folder":
         if not path.is_dir():
@@ -32,35 +48,73 @@ def load_source(d) -> LabeledImages:
                 f"data.path {str(path)!r}: no such folder (an image folder "
                 "with one sub-folder per identity was expected)"
             )
-        from auggen.data import read_image_folder
+        from auggen.data.image_folder import list_image_folder
 
-        return read_image_folder(path, size=size, on_error=d.on_error)
-    from auggen.data import read_recordio
+        listing = list_image_folder(path)
+        files = [f"{ident}/{p.name}" for ident, fs in listing for p in fs]
+        labels = [k for k, (_, fs) in enumerate(listing) for _ in fs]
+        src = FolderSource(path, files, labels, len(listing), size or _first_size(path, files))
+        return src, {"class_names": [ident for ident, _ in listing]}
+    from auggen.data.recordio import scan_recordio
 
-    return read_recordio(d.path, size=size, on_error=d.on_error)
-
-
-def relabel(data: LabeledImages, keep: list[int]) -> LabeledImages:
-    """Images of the classes ``keep`` (in that order), labels renumbered 0..len(keep)-1."""
-    lut = torch.full((int(data.labels.max()) + 1,), -1, dtype=torch.long)
-    lut[torch.tensor(keep, dtype=torch.long)] = torch.arange(len(keep))
-    new = lut[data.labels]
-    idx = (new >= 0).nonzero().flatten()
-    sub = data.subset(idx)
-    return LabeledImages(sub.images, new[idx], sub.names, len(keep))
+    scan = scan_recordio(d.path)
+    src = RecordIOSource(scan.rec, scan.keys, scan.labels, scan.num_classes, size or 0)
+    if not size:
+        src.size = int(src.read_one(0).shape[-1]) if len(src) else 0
+    return src, {}
 
 
-def check_identities(data: LabeledImages, d) -> list[int]:
+def _first_size(root: Path, files: list[str]) -> int:
+    from auggen.data.image_codec import load_image_file
+
+    return int(load_image_file(root / files[0]).shape[-1]) if files else 0
+
+
+def unreadable(src: ImageSource, workers: int = 4) -> list[tuple[int, str]]:
+    """(index, reason) of every image that fails to decode; one chunk in memory at a time."""
+
+    def check(i: int):
+        try:
+            src.read_one(i)
+            return None
+        except ValueError as e:
+            return i, str(e)
+
+    bad = []
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL decodes without the GIL
+        for lo in range(0, len(src), VERIFY_CHUNK):
+            chunk = range(lo, min(lo + VERIFY_CHUNK, len(src)))
+            bad += [r for r in pool.map(check, chunk) if r is not None]
+    return bad
+
+
+def drop_unreadable(src: ImageSource, d, notes: dict) -> ImageSource:
+    """Decode every image once (``data.verify_images``): raise on the first bad one, or drop
+    them all (``data.on_error=skip``) and list them in the notes."""
+    if not d.verify_images or isinstance(src, TensorFileSource):
+        return src
+    bad = unreadable(src, d.workers or 4)
+    if not bad:
+        return src
+    if d.on_error == "raise":
+        raise ValueError(
+            f"{bad[0][1]} ({len(bad)} unreadable image(s); data.on_error=skip drops them)"
+        )
+    notes["skipped"] = [(src.name(i), why) for i, why in bad]
+    keep = np.setdiff1d(np.arange(len(src)), [i for i, _ in bad])
+    return SubsetSource(src, keep)
+
+
+def check_identities(labels: torch.Tensor, num_classes: int, d, name) -> list[int]:
     """Classes kept after the size checks; raises on one-image identities unless dropped."""
-    counts = torch.bincount(data.labels, minlength=data.num_classes)
-    present = [c for c in range(data.num_classes) if counts[c] > 0]
+    counts = torch.bincount(labels, minlength=num_classes)
+    present = [c for c in range(num_classes) if counts[c] > 0]
     if d.max_identities:
         present = present[: d.max_identities]
     small = [c for c in present if counts[c] < d.min_images_per_identity]
     if small and not d.drop_small_identities:
-        name = _class_name(data, small[0])
         raise ValueError(
-            f"identity {name} has {int(counts[small[0]])} image(s), fewer than "
+            f"identity {name(small[0])} has {int(counts[small[0]])} image(s), fewer than "
             f"data.min_images_per_identity={d.min_images_per_identity} ({len(small)} such "
             "identities); set data.drop_small_identities=true to drop them"
         )
@@ -73,62 +127,72 @@ def check_identities(data: LabeledImages, d) -> list[int]:
     return keep
 
 
-def _class_name(data: LabeledImages, c: int) -> str:
-    i = int((data.labels == c).nonzero()[0])
-    name = data.names[i] if data.names else ""
-    return f"{c} ({name.rsplit('/', 1)[0]})" if "/" in name else str(c)
+def relabel(labels: torch.Tensor, keep: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices of the images of classes ``keep``, their labels renumbered 0..len(keep)-1)."""
+    lut = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
+    lut[torch.tensor(keep, dtype=torch.long)] = torch.arange(len(keep))
+    new = lut[labels]
+    idx = (new >= 0).nonzero().flatten()
+    return idx, new[idx]
 
 
-def split_heldout(train: LabeledImages, per_id: int, seed: int):
-    """(train part, held-out part): ``per_id`` random images of every identity set aside."""
+def split_heldout(labels: torch.Tensor, num_classes: int, per_id: int, seed: int):
+    """(train positions, held-out positions): ``per_id`` random images of every identity."""
     g = torch.Generator().manual_seed(seed)
     hold = []
-    for c in range(train.num_classes):
-        idx = (train.labels == c).nonzero().flatten()
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().flatten()
         if per_id and len(idx) <= per_id:
             raise ValueError(
                 f"identity {c} has {len(idx)} images; holding out data.heldout_per_identity="
                 f"{per_id} needs at least {per_id + 1} (lower it, or drop small identities)"
             )
         hold.append(idx[torch.randperm(len(idx), generator=g)[:per_id]])
-    mask = torch.zeros(len(train), dtype=torch.bool)
+    mask = torch.zeros(len(labels), dtype=torch.bool)
     mask[torch.cat(hold)] = True
-    return train.subset((~mask).nonzero().flatten()), train.subset(mask.nonzero().flatten())
+    return (~mask).nonzero().flatten(), mask.nonzero().flatten()
+
+
+def _class_namer(src: ImageSource, notes: dict):
+    def name(c: int) -> str:
+        names = notes.get("class_names")
+        if names:
+            return f"{c} ({names[c]})"
+        i = int((src.labels == c).nonzero()[0])
+        return f"{c} ({src.name(i)})"
+
+    return name
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
     d = cfg.data
-    raw = load_source(d)
+    raw, notes = open_source(d, out_dir)
     if raw.num_classes < 2:
         raise ValueError(f"the dataset has {raw.num_classes} identity; AugGen needs at least two")
-    keep = check_identities(raw, d)
+    raw = drop_unreadable(raw, d, notes)
+    keep = check_identities(raw.labels, raw.num_classes, d, _class_namer(raw, notes))
     n_train = len(keep) - d.unseen_identities
-    train_all = relabel(raw, keep[:n_train])
-    train, heldout = split_heldout(train_all, d.heldout_per_identity, d.seed)
-    save_images(train, out_dir / "train.safetensors")
+    idx, labels = relabel(raw.labels, keep[:n_train])
+    tr, ho = split_heldout(labels, n_train, d.heldout_per_identity, d.seed)
+    train = _subset(raw, idx[tr], labels[tr], n_train)
+    write_index(out_dir / "train.index.json", train)
     benches = []
-    if len(heldout):
-        save_atomic(
-            {
-                "gallery": train.images,
-                "gallery_labels": train.labels,
-                "probe": heldout.images,
-                "probe_labels": heldout.labels,
-            },
-            out_dir / "bench_heldout_ident.safetensors",
-        )
+    if len(ho):
+        write_index(out_dir / "heldout.index.json", _subset(raw, idx[ho], labels[ho], n_train))
         benches.append(
             {
                 "name": "heldout_ident",
                 "kind": "identification",
-                "file": "bench_heldout_ident.safetensors",
-                "about": f"rank-1: {len(heldout)} held-out images of the "
+                "gallery": "train.index.json",
+                "probe": "heldout.index.json",
+                "about": f"rank-1: {len(ho)} held-out images of the "
                 f"{n_train} training identities vs their training images",
             }
         )
     if d.unseen_identities:
-        unseen = relabel(raw, keep[n_train:])
-        benches += _unseen_benchmarks(unseen, d, out_dir)
+        u_idx, u_labels = relabel(raw.labels, keep[n_train:])
+        unseen = _subset(raw, u_idx, u_labels, d.unseen_identities)
+        benches += _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir)
     for path in d.verification_bins:
         if not Path(path).exists():
             raise FileNotFoundError(f"data.verification_bins: {path}: no such file")
@@ -148,52 +212,57 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
             "identities": len(keep),
             "train_identities": n_train,
             "unseen_identities": d.unseen_identities,
-            "train_images": len(train),
-            "heldout_images": len(heldout),
-            "image_size": list(train.images.shape[-2:]),
-            "report": getattr(raw, "report", None),
+            "train_images": len(tr),
+            "heldout_images": len(ho),
+            "image_size": [train.size, train.size],
+            "report": {k: v for k, v in notes.items() if k != "class_names"},
         },
     )
 
 
-def _unseen_benchmarks(unseen: LabeledImages, d, out_dir: Path) -> list[dict]:
+def _subset(raw: ImageSource, idx, labels, num_classes: int) -> ImageSource:
+    if isinstance(raw, SubsetSource):  # unreadable images were dropped: index the base
+        return SubsetSource(raw.base, raw.index[np.asarray(idx)], labels, num_classes)
+    return SubsetSource(raw, idx, labels, num_classes)
+
+
+def _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir: Path) -> list[dict]:
     from auggen.eval import make_verification_pairs
 
     benches = []
+    write_index(out_dir / "unseen.index.json", unseen)
     a, b, same = make_verification_pairs(unseen.labels, d.verification_pairs, seed=d.seed)
     save_atomic(
-        {"images": unseen.images, "idx_a": a, "idx_b": b, "issame": same},
-        out_dir / "bench_unseen_verif.safetensors",
+        {"idx_a": a, "idx_b": b, "issame": same}, out_dir / "bench_unseen_verif.safetensors"
     )
     benches.append(
         {
             "name": "unseen_verif",
             "kind": "verification",
-            "file": "bench_unseen_verif.safetensors",
+            "images": "unseen.index.json",
+            "pairs": "bench_unseen_verif.safetensors",
             "about": f"{len(same)} pairs ({int(same.sum())} genuine) among the "
             f"{unseen.num_classes} unseen identities",
         }
     )
     # Identification among unseen identities: the first image of each is the gallery.
-    first = torch.stack([(unseen.labels == c).nonzero()[0, 0] for c in range(unseen.num_classes)])
-    rest = torch.ones(len(unseen), dtype=torch.bool)
+    n = d.unseen_identities
+    first = torch.stack([(u_labels == c).nonzero()[0, 0] for c in range(n)])
+    rest = torch.ones(len(u_labels), dtype=torch.bool)
     rest[first] = False
-    save_atomic(
-        {
-            "gallery": unseen.images[first],
-            "gallery_labels": unseen.labels[first],
-            "probe": unseen.images[rest],
-            "probe_labels": unseen.labels[rest],
-        },
-        out_dir / "bench_unseen_ident.safetensors",
+    rest = rest.nonzero().flatten()
+    write_index(
+        out_dir / "unseen_gallery.index.json", _subset(raw, u_idx[first], u_labels[first], n)
     )
+    write_index(out_dir / "unseen_probe.index.json", _subset(raw, u_idx[rest], u_labels[rest], n))
     benches.append(
         {
             "name": "unseen_ident",
             "kind": "identification",
-            "file": "bench_unseen_ident.safetensors",
-            "about": f"rank-1: {int(rest.sum())} probes of the {unseen.num_classes} "
-            "unseen identities vs one gallery image each",
+            "gallery": "unseen_gallery.index.json",
+            "probe": "unseen_probe.index.json",
+            "about": f"rank-1: {len(rest)} probes of the {n} unseen identities vs one "
+            "gallery image each",
         }
     )
     return benches

@@ -16,43 +16,55 @@ import torch
 
 from auggen.files import read_json
 from auggen.pipeline.stage import write_json
-from auggen.pipeline.stages.common import embedder, fr_run_dir, load_fr
+from auggen.pipeline.stages.common import embed_source, embedder, fr_run_dir, load_fr
 from auggen.pipeline.store import load, write_csv
 
 MODEL_LABELS = {"baseline": "D_orig", "repro": "D_orig + D_repro", "aug": "D_orig + D_aug"}
 
 
 def load_benchmarks(data_dir: Path) -> list[dict]:
-    benches = read_json(data_dir / "benchmarks.json")
+    """The benchmarks of ``benchmarks.json``: image sources (indexes), pairs, labels."""
+    from auggen.data.index import open_index
+    from auggen.data.source import TensorSource
+    from auggen.data.types import LabeledImages
+
     out = []
-    for b in benches:
+    for b in read_json(data_dir / "benchmarks.json"):
         if b["kind"] == "verification_bin":
             from auggen.data import read_verification_bin
 
             images, issame = read_verification_bin(b["file"])
             n = len(issame)
             t = {
-                "images": images,
+                "images": TensorSource(LabeledImages(images, torch.zeros(len(images)))),
                 "idx_a": torch.arange(0, 2 * n, 2),
                 "idx_b": torch.arange(1, 2 * n, 2),
                 "issame": torch.as_tensor(issame),
             }
             out.append({**b, "kind": "verification", "data": t})
+        elif b["kind"] == "verification":
+            t = {"images": open_index(data_dir / b["images"]), **load(data_dir / b["pairs"])}
+            out.append({**b, "data": t})
         else:
-            out.append({**b, "data": load(data_dir / b["file"])})
+            t = {k: open_index(data_dir / b[k]) for k in ("gallery", "probe")}
+            out.append({**b, "data": t})
     return out
 
 
 def evaluate_model(embed, bench: dict, cfg) -> dict[str, float]:
     from auggen.eval import pair_scores, rank1_identification, tar_at_far, verification_accuracy
 
-    d = bench["data"]
+    d, bs = bench["data"], cfg.embed.batch_size
     if bench["kind"] == "identification":
+        probe, gallery = d["probe"], d["gallery"]
         acc = rank1_identification(
-            embed(d["probe"]), d["probe_labels"], embed(d["gallery"]), d["gallery_labels"]
+            embed_source(embed, probe, bs),
+            probe.labels,
+            embed_source(embed, gallery, bs),
+            gallery.labels,
         )
         return {"rank1": float(acc)}
-    feats = embed(d["images"])
+    feats = embed_source(embed, d["images"], bs)
     scores = pair_scores(feats, d["idx_a"], d["idx_b"])
     issame = torch.as_tensor(d["issame"]).bool()
     # insightface's threshold grid, so the accuracy compares with published numbers.

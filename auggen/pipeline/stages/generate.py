@@ -1,10 +1,13 @@
 """Stage ``generate``: D_aug, N_new new identities from ``alpha* c_i + beta* c_j``.
 
 Identity n (label N_orig + n) mixes a random pair of distinct classes (i, j); its K images
-use seeds ``seed * 10^6 + n K + k``. Work is sharded by identity (``shards/shardNNNNN.safetensors``,
-atomic), so a killed run resumes at the first missing shard and reproduces the same images.
-Then: ``aug.safetensors``, ``manifest.csv``, the image folder ``images/`` (and RecordIO when asked),
-and the leakage audit (``leakage.csv``, ``leakage.json``, ``leakage.png``).
+use seeds ``seed * 10^6 + n K + k``. Work is sharded by identity: ``shards/shardNNNNN.rec``
+(insightface RecordIO, PNG records) + ``.json`` (its manifest rows, written last), so a
+killed run resumes at the first unfinished shard and reproduces the same images. Then:
+``aug.index.json`` (the view over the shards that ``train_mix`` reads), ``manifest.csv``,
+optionally PNG copies under ``images/`` (``generate.write_images``) and one merged
+``aug.rec`` (``generate.write_recordio``), and the leakage audit (``leakage.csv``,
+``leakage.json``, ``leakage.png``).
 """
 
 from __future__ import annotations
@@ -14,21 +17,21 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from auggen.data.types import LabeledImages
 from auggen.files import read_json
 from auggen.mixing import mix_conditions, sample_pairs
 from auggen.pipeline.faults import fault_point
 from auggen.pipeline.leakage import leakage_audit
 from auggen.pipeline.stage import write_json
-from auggen.pipeline.stages.common import embedder, load_fr, load_gen, m_orig_dir, sampler
-from auggen.pipeline.store import (
-    concat,
-    load,
-    load_images,
-    save_atomic,
-    save_images,
-    write_csv,
+from auggen.pipeline.stages.common import (
+    embedder,
+    load_fr,
+    load_gen,
+    m_orig_dir,
+    open_data,
+    sampler,
 )
+from auggen.pipeline.stages.shards import export_png, index_shards, shard_done, write_shard
+from auggen.pipeline.store import write_csv
 
 
 def mixing_weights(cfg, in_dirs) -> tuple[float, float, str]:
@@ -40,21 +43,22 @@ def mixing_weights(cfg, in_dirs) -> tuple[float, float, str]:
 
 
 def image_names(manifest: list[dict], num_classes: int) -> list[str]:
-    """Paths inside the stage folder, as ``write_image_folder`` names them (label, counter)."""
+    """PNG paths inside the stage folder: ``images/<label>/<counter>.png``."""
     width = max(5, len(str(num_classes - 1)))
     counters: dict[int, int] = {}
     out = []
     for r in manifest:
-        k = counters.get(r["label"], 0)
-        counters[r["label"]] = k + 1
-        out.append(f"images/{r['label']:0{width}d}/{k:06d}.png")
+        c = counters.get(r["label"], 0)
+        counters[r["label"]] = c + 1
+        out.append(f"images/{r['label']:0{width}d}/{c:06d}.png")
     return out
 
 
 def run(cfg, in_dirs, out_dir) -> None:
     g = cfg.generate
-    real = load_images(in_dirs["data"] / "train.safetensors")
+    real = open_data(in_dirs)
     n_orig = real.num_classes
+    total = n_orig + g.new_identities
     alpha, beta, origin = mixing_weights(cfg, in_dirs)
     net = load_gen(in_dirs, cfg.device)
     sample_fn = sampler(net, cfg)
@@ -63,9 +67,9 @@ def run(cfg, in_dirs, out_dir) -> None:
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(exist_ok=True)
     n_shards = -(-g.new_identities // per)
+    prefixes = [shard_dir / f"shard{s:05d}" for s in range(n_shards)]
     for s in tqdm(range(n_shards), desc="generate (shards)", disable=not cfg.progress):
-        path = shard_dir / f"shard{s:05d}.safetensors"
-        if path.exists():
+        if shard_done(prefixes[s]):
             continue
         ids = torch.arange(s * per, min((s + 1) * per, g.new_identities))
         rows = ids.repeat_interleave(k)
@@ -83,22 +87,21 @@ def run(cfg, in_dirs, out_dir) -> None:
                 "alpha": alpha,
                 "beta": beta,
                 "seed": int(sd),
+                "record": f"shards/{prefixes[s].name}.rec:{key}",
             }
-            for n, sd in zip(rows, seeds)
+            for key, (n, sd) in enumerate(zip(rows, seeds), start=1)
         ]
-        save_atomic(
-            {"images": images, "labels": n_orig + rows, "manifest": manifest, "sample_s": sample_s},
-            path,
+        names = image_names(manifest, total)
+        for r, name in zip(manifest, names):
+            r["file"] = name if g.write_images else r["record"]
+        if g.write_images:
+            export_png(out_dir, images, n_orig + rows, names)
+        write_shard(
+            prefixes[s], images, n_orig + rows, total, {"manifest": manifest, "sample_s": sample_s}
         )
         fault_point("generate", s)
-    shards = [load(shard_dir / f"shard{s:05d}.safetensors") for s in range(n_shards)]
-    total = n_orig + g.new_identities
-    manifest = [r for sh in shards for r in sh["manifest"]]
-    for r, name in zip(manifest, image_names(manifest, total)):
-        r["file"] = name
-    aug = concat([LabeledImages(sh["images"], sh["labels"], [], total) for sh in shards], total)
-    aug.names = [r["file"] for r in manifest]
-    save_images(aug, out_dir / "aug.safetensors")
+    aug, sidecars = index_shards(prefixes, total, cfg.gen.resolution, out_dir / "aug.index.json")
+    manifest = [r for sc in sidecars for r in sc["manifest"]]
     write_csv(out_dir / "manifest.csv", manifest)
     write_json(
         out_dir / "mixing.json",
@@ -108,10 +111,11 @@ def run(cfg, in_dirs, out_dir) -> None:
             "from": origin,
             "original_identities": n_orig,
             "new_identities": g.new_identities,
+            "label_offset": n_orig,
             "images_per_identity": k,
         },
     )
-    sample_s = sum(sh.get("sample_s", 0.0) for sh in shards)
+    sample_s = sum(sc.get("sample_s", 0.0) for sc in sidecars)
     write_json(
         out_dir / "stats.json",
         {
@@ -122,22 +126,29 @@ def run(cfg, in_dirs, out_dir) -> None:
             "solver": cfg.sample.solver,
         },
     )
-    _export(aug, out_dir, g)
+    _export(prefixes, out_dir, g)
     embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
-    heldout_path = in_dirs["data"] / "bench_heldout_ident.safetensors"
-    heldout = load(heldout_path)["probe"] if heldout_path.exists() else None
-    leakage_audit(embed, aug, manifest, real, out_dir, g.leakage_threshold, heldout)
+    heldout_path = in_dirs["data"] / "heldout.index.json"
+    heldout = open_data(in_dirs, "heldout") if heldout_path.exists() else None
+    leakage_audit(
+        embed,
+        aug.to_images(),
+        manifest,
+        real.to_images(),
+        out_dir,
+        g.leakage_threshold,
+        heldout.to_images().images if heldout is not None else None,
+    )
 
 
-def _export(aug: LabeledImages, out_dir, g) -> None:
-    """The user-facing copies of D_aug: PNG folder and optionally RecordIO."""
-    import auggen.data as data
+def _export(prefixes, out_dir, g) -> None:
+    """User-facing extras: one merged RecordIO (``aug.rec``) when asked."""
+    from auggen.data.recordio import merge_recordio
 
-    notes = {}
+    notes = {"shards": "shards/shard*.rec (+ .idx)", "index": "aug.index.json"}
     if g.write_images:
-        data.write_image_folder(out_dir / "images", aug)
         notes["images"] = "images/"
     if g.write_recordio:
-        data.write_recordio(out_dir / "aug", aug)
+        merge_recordio([p.with_suffix(".rec") for p in prefixes], out_dir / "aug")
         notes["recordio"] = "aug.rec / aug.idx"
     write_json(out_dir / "exports.json", notes)

@@ -14,15 +14,22 @@ from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
 from auggen.pipeline.faults import fault_point
 from auggen.pipeline.figures import montage, save_png
 from auggen.pipeline.stage import write_json
-from auggen.pipeline.stages.common import embedder, load_fr, load_gen, m_orig_dir, sampler
-from auggen.pipeline.store import load_images
+from auggen.pipeline.stages.common import (
+    embed_source,
+    embedder,
+    load_fr,
+    load_gen,
+    m_orig_dir,
+    open_data,
+    sampler,
+)
 
 
 def run(cfg, in_dirs, out_dir) -> None:
-    real = load_images(in_dirs["data"] / "train.safetensors")
+    real = open_data(in_dirs)
     embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
     net = load_gen(in_dirs, cfg.device)
-    real_feats = embed(real.images)
+    real_feats = embed_source(embed, real, cfg.embed.batch_size)
     sample_fn, timed = sampler(net, cfg), {"s": 0.0, "images": 0}
 
     def timed_sample(cond, seeds):
@@ -67,7 +74,8 @@ def run(cfg, in_dirs, out_dir) -> None:
     )
     if res.preview is not None:
         i, j = res.pairs[0]
-        src = [real.images[real.labels == i][0], real.images[real.labels == j][0]]
+        first = [int((real.labels == c).nonzero()[0]) for c in (i, j)]
+        src = list(real.read(first))
         size = res.preview.shape[-1]
         from auggen.data import resize_images
 

@@ -8,12 +8,11 @@ import shutil
 import statistics
 from pathlib import Path
 
-import torch
-
+from auggen.data.index import open_index
 from auggen.pipeline.figures import montage, pyplot, save_figure, save_png
 from auggen.pipeline.stages.common import fr_run_dir
 from auggen.pipeline.stages.evaluate import MODEL_LABELS
-from auggen.pipeline.store import load_images, read_csv
+from auggen.pipeline.store import read_csv
 
 STAGE_ORDER = (
     "data",
@@ -175,17 +174,20 @@ def training_health(cfg, root: Path) -> list[str]:
     return lines
 
 
+def _first(src, label: int) -> int:
+    return int((src.labels == label).nonzero()[0])
+
+
 def mixes_figure(root: Path, out: Path, n_examples: int, per: int) -> bool:
     """Each row: a real image of source i, generated images, a real image of source j."""
     gen_dir = root / "generate"
-    if not (gen_dir / "aug.safetensors").exists():
+    if not (gen_dir / "aug.index.json").exists():
         return False
-    aug = load_images(gen_dir / "aug.safetensors")
-    real = load_images(root / "data" / "train.safetensors")
+    aug, real = open_index(gen_dir / "aug.index.json"), open_index(root / "data/train.index.json")
     manifest = read_csv(gen_dir / "manifest.csv")
     from auggen.data import resize_images
 
-    size = aug.images.shape[-1]
+    size = aug.size
     rows, seen = [], []
     for r in manifest:
         lab = int(r["label"])
@@ -193,10 +195,8 @@ def mixes_figure(root: Path, out: Path, n_examples: int, per: int) -> bool:
             continue
         seen.append(lab)
         i, j = int(r["source_i"]), int(r["source_j"])
-        src = resize_images(
-            torch.stack([real.images[real.labels == i][0], real.images[real.labels == j][0]]), size
-        )
-        gen = aug.images[aug.labels == lab][:per]
+        src = resize_images(real.read([_first(real, i), _first(real, j)]), size)
+        gen = aug.read((aug.labels == lab).nonzero().flatten()[:per])
         rows.append([src[0], *gen, src[1]])
         if len(rows) == n_examples:
             break
@@ -205,17 +205,16 @@ def mixes_figure(root: Path, out: Path, n_examples: int, per: int) -> bool:
 
 
 def repro_figure(root: Path, out: Path, n: int, per: int) -> bool:
-    path = root / "repro" / "repro.safetensors"
+    path = root / "repro" / "repro.index.json"
     if not path.exists():
         return False
-    rep = load_images(path)
-    real = load_images(root / "data" / "train.safetensors")
+    rep, real = open_index(path), open_index(root / "data" / "train.index.json")
     from auggen.data import resize_images
 
     rows = []
     for c in range(min(n, real.num_classes)):
-        r = resize_images(real.images[real.labels == c][:2], rep.images.shape[-1])
-        rows.append([*r, *rep.images[rep.labels == c][:per]])
+        r = resize_images(real.read((real.labels == c).nonzero().flatten()[:2]), rep.size)
+        rows.append([*r, *rep.read((rep.labels == c).nonzero().flatten()[:per])])
     save_png(montage(rows), out / "repro.png", scale=2)
     return True
 

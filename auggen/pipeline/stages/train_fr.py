@@ -6,8 +6,7 @@ from pathlib import Path
 
 from auggen.pipeline.faults import fault_point
 from auggen.pipeline.stage import write_json
-from auggen.pipeline.stages.common import fr_config, fr_run_dir
-from auggen.pipeline.store import load_images
+from auggen.pipeline.stages.common import fr_config, fr_run_dir, open_data
 
 FINISHED = "FINISHED"
 
@@ -29,5 +28,5 @@ def train_runs(cfg, data, out_dir: Path, variant: str, stage: str) -> None:
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
-    data = load_images(Path(in_dirs["data"]) / "train.safetensors")
+    data = open_data(in_dirs).to_images()
     train_runs(cfg, data, out_dir, "baseline", "train_fr")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auggen.pipeline.store import load_images
+from auggen.pipeline.stages.common import open_data
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
     from auggen.generator.train import train_generator
 
-    data = load_images(Path(in_dirs["data"]) / "train.safetensors")
+    data = open_data(in_dirs).to_images()
     train_generator(cfg.gen, data, out_dir / "model", device=cfg.device, progress=cfg.progress)

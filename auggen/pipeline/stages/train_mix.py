@@ -6,21 +6,24 @@ labels already follow the original ones, D_repro's are the original labels.
 
 from __future__ import annotations
 
-from auggen.pipeline.stages.common import train_data_at
+from auggen.data.index import open_index
+from auggen.data.source import ConcatSource, resized
+from auggen.pipeline.stages.common import open_data
 from auggen.pipeline.stages.train_fr import train_runs
-from auggen.pipeline.store import concat, load_images
 
-SOURCES = {"repro": ("repro", "repro.safetensors"), "aug": ("generate", "aug.safetensors")}
+SOURCES = {"repro": ("repro", "repro.index.json"), "aug": ("generate", "aug.index.json")}
 
 
 def mixed_data(cfg, in_dirs, variant: str):
+    """D_orig followed by the generated set: a view over both, at the FR input size."""
     size = cfg.fr.input_size
-    real = train_data_at(load_images(in_dirs["data"] / "train.safetensors"), size)
+    real = resized(open_data(in_dirs), size)
     stage, name = SOURCES[variant]
-    extra = train_data_at(load_images(in_dirs[stage] / name), size)
-    return concat([real, extra], max(real.num_classes, extra.num_classes))
+    extra = resized(open_index(in_dirs[stage] / name), size)
+    return ConcatSource([real, extra], max(real.num_classes, extra.num_classes))
 
 
 def run(cfg, in_dirs, out_dir) -> None:
     for variant in cfg.train_mix.variants:
-        train_runs(cfg, mixed_data(cfg, in_dirs, variant), out_dir, variant, "train_mix")
+        data = mixed_data(cfg, in_dirs, variant).to_images()
+        train_runs(cfg, data, out_dir, variant, "train_mix")
