@@ -1,44 +1,34 @@
-"""Batches for FR training: data checks, one-off resize, seeded per-step slices of an epoch."""
+"""Batches for FR training: data checks and seeded per-step slices of an epoch, read from an
+:class:`ImageSource` a batch at a time (in DataLoader workers, see ``auggen.data.loader``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from auggen.data.loader import read_batch
+from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
 from auggen.recognition.augment import augment_batch
 
 
-def check_data(data: LabeledImages) -> None:
+def check_data(data: LabeledImages | ImageSource) -> None:
+    """Labels in range and every class present; reads the labels only, never the pixels."""
     if len(data) == 0:
         raise ValueError("data holds no images")
-    lo, hi = int(data.labels.min()), int(data.labels.max())
+    labels = data.labels
+    lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= data.num_classes:
         raise ValueError(
             f"labels must lie in [0, num_classes={data.num_classes}), got [{lo}, {hi}]"
         )
-    counts = torch.bincount(data.labels, minlength=data.num_classes)
+    counts = torch.bincount(labels, minlength=data.num_classes)
     empty = (counts == 0).nonzero().squeeze(1).tolist()
     if empty:
         raise ValueError(
             f"{len(empty)} classes have no images (first: {empty[:10]}); every class in "
             f"[0, {data.num_classes}) needs at least one"
         )
-
-
-def resize_uint8(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
-    """Antialiased bilinear resize of uint8 (N, 3, H, W) to (N, 3, size, size)."""
-    if tuple(images.shape[-2:]) == (size, size):
-        return images
-    out = [
-        F.interpolate(c.float(), (size, size), mode="bilinear", antialias=True)
-        .round_()
-        .clamp_(0, 255)
-        .to(torch.uint8)
-        for c in images.split(chunk)
-    ]
-    return torch.cat(out)
 
 
 def to_model_input(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -50,24 +40,32 @@ def seeded_generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-class EpochBatches(torch.utils.data.Dataset):
-    """Item ``step`` of an epoch: this rank's slice of the epoch permutation, optionally
-    normalised + augmented (when run inside DataLoader workers)."""
+class EpochBatches:
+    """``batches(step)``: this rank's slice of the epoch permutation at ``step`` (0-based in the
+    epoch), read at the input size and, with ``augment_here`` (inside DataLoader workers),
+    normalised + augmented; otherwise uint8, augmented by the trainer on its device.
 
-    def __init__(self, images, labels, cfg, epoch, info, steps, augment_here):
-        self.images, self.labels, self.cfg, self.epoch = images, labels, cfg, epoch
-        self.info, self.steps, self.augment_here = info, steps, augment_here
+    The permutation is seeded by (seed, epoch) and cut into ``steps`` global batches of
+    ``batch_size x world_size``; rank r takes the r-th ``batch_size`` of each (the
+    DistributedSampler layout), so ranks never share an image within an epoch.
+    """
+
+    def __init__(self, source: ImageSource, cfg, epoch: int, info, steps: int, augment_here):
+        self.source, self.cfg, self.epoch = source, cfg, epoch
+        self.rank, self.augment_here = info.rank, augment_here
         b, w = cfg.batch_size, info.world_size
-        order = torch.randperm(len(images), generator=seeded_generator(cfg.seed, epoch, 1 << 30))
-        self.index = order[: steps * b * w].view(steps, w, b)[:, info.rank]
+        order = torch.randperm(len(source), generator=seeded_generator(cfg.seed, epoch, 1 << 30))
+        # clone: keep this rank's slice only, not the whole permutation
+        self.index = order[: steps * b * w].view(steps, w, b)[:, info.rank].clone()
 
-    def __len__(self):
-        return self.steps
+    def __len__(self) -> int:
+        return len(self.index)
 
-    def __getitem__(self, step):
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.index[step]
-        x, y = self.images[idx], self.labels[idx]
+        x = read_batch(self.source, idx, self.cfg.input_size)
+        y = self.source.labels[idx]
         if self.augment_here:
-            g = seeded_generator(self.cfg.seed, self.epoch, step, self.info.rank)
+            g = seeded_generator(self.cfg.seed, self.epoch, step, self.rank)
             x = augment_batch(to_model_input(x), self.cfg.augment, g)
         return x, y

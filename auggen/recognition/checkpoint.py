@@ -52,13 +52,21 @@ def save_text(text: str, path: Path) -> None:
     _atomic(path, write)
 
 
-def save_run_checkpoint(path, cfg, model, optimizer, epoch, step, history, guard_state) -> None:
-    """``train_fr``'s resume point: everything a resumed run needs to retrace the original."""
+def save_run_checkpoint(
+    path, cfg, model, optimizer, epoch, step, history, guard_state, partial=None
+) -> None:
+    """``train_fr``'s resume point: everything a resumed run needs to retrace the original.
+
+    ``epoch``: epochs completed. Inside an epoch ``partial`` holds that epoch's running
+    ``totals`` (loss sum, correct, samples over all ranks) and ``seconds``, so its history
+    entry comes out as if the run had not stopped; ``None`` at an epoch end.
+    """
     save_torch(
         {
             "config": cfg.to_dict(),
             "epoch": epoch,
             "step": step,
+            "partial": partial,
             "history": history,
             "backbone": model.backbone.state_dict(),
             "head": model.head.state_dict(),
@@ -84,3 +92,18 @@ def load_run_checkpoint(path: Path, cfg, device, resumable: set[str]) -> dict | 
             "use a fresh out_dir or the same config"
         )
     return ckpt
+
+
+def resume_point(ckpt: dict, steps: int, path) -> tuple[int, dict | None]:
+    """(step inside the epoch to resume at, that epoch's partial totals) of a checkpoint."""
+    partial = ckpt.get("partial")
+    if partial is None:
+        return 0, None  # an epoch end (or a checkpoint from before mid-epoch ones)
+    first = int(ckpt["step"]) - int(ckpt["epoch"]) * steps
+    if not 0 < first < steps:
+        raise ValueError(
+            f"{path} was written at step {ckpt['step']} inside epoch {ckpt['epoch'] + 1}, "
+            f"which does not fit epochs of {steps} steps: the data, batch_size or world size "
+            "changed since; resume with the same ones or use a fresh out_dir"
+        )
+    return first, partial

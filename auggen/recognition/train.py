@@ -1,15 +1,20 @@
-"""Train an IResNet + margin head on a LabeledImages set (AdaFace recipe), with exact resume.
+"""Train an IResNet + margin head on a LabeledImages set or an ImageSource (AdaFace recipe),
+with exact resume.
 
 SGD (momentum, weight decay on all but BN parameters), linear warm-up then step or cosine decay
 per iteration, bf16 autocast on CUDA, DDP when launched with torchrun (``batch_size`` is per
 rank). Every random choice (epoch order, augmentation, partial-FC negatives) comes from a
-generator seeded by (seed, epoch, step, rank), so a run resumed from a checkpoint retraces the
-uninterrupted one. A non-finite or exploding loss stops the run with ``TrainingDiverged``
-(``auggen.training_guard``) before anything from that step is written.
+generator seeded by (seed, epoch, step, rank), so a run resumed from a checkpoint, at an epoch
+end or inside an epoch (``checkpoint_every_steps``), retraces the uninterrupted one. Each
+step's images are read from the source when needed (``num_workers`` DataLoader workers read
+and augment ahead), so a dataset never has to fit in memory. A non-finite or exploding loss
+stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before anything from that
+step is written.
 
 ``out_dir`` holds: config.json, checkpoint.pt (model, head, optimizer, step, RNG, history, the
-loss guard's recent losses), history.json / history.csv (per-epoch loss, acc, lr, img/s) and,
-when done, model.safetensors (backbone weights, read by ``load_backbone``).
+loss guard's recent losses; inside an epoch also its running totals), history.json /
+history.csv (per-epoch loss, acc, lr, img/s) and, when done, model.safetensors (backbone
+weights, read by ``load_backbone``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from auggen.data.loader import step_loader, training_source
+from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
 from auggen.files import load_safetensors, load_torch_weights, read_json
 from auggen.recognition import distributed as D
@@ -31,11 +38,16 @@ from auggen.recognition.augment import AugmentConfig, augment_batch
 from auggen.recognition.batches import (
     EpochBatches,
     check_data,
-    resize_uint8,
     seeded_generator,
     to_model_input,
 )
-from auggen.recognition.checkpoint import load_run_checkpoint, save_json, save_text, save_weights
+from auggen.recognition.checkpoint import (
+    load_run_checkpoint,
+    resume_point,
+    save_json,
+    save_text,
+    save_weights,
+)
 from auggen.recognition.checkpoint import save_run_checkpoint as _save_checkpoint
 from auggen.recognition.heads import build_head
 from auggen.recognition.iresnet import build_backbone
@@ -45,7 +57,13 @@ from auggen.training_guard import LossGuard, StepLosses
 
 AMP_MODES = ("auto", "bf16", "off")
 # Fields that may change between a run and its resumption.
-_RESUMABLE = {"epochs", "checkpoint_every", "num_workers", "divergence_factor"}
+_RESUMABLE = {
+    "epochs",
+    "checkpoint_every",
+    "checkpoint_every_steps",
+    "num_workers",
+    "divergence_factor",
+}
 _BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the GPU)
 # Steps between loss checks (one GPU sync, one all-reduce under DDP, each); the check also
 # runs at every epoch end, before anything is written.
@@ -63,7 +81,7 @@ class FRTrainConfig:
     head_kwargs: dict = field(default_factory=dict)  # e.g. {"m": 0.4, "h": 0.333, "s": 64}
     partial_fc_rate: float = 1.0  # fraction of classes per step (1 = all)
     epochs: int = 26
-    batch_size: int = 512  # per rank
+    batch_size: int = 512  # per rank (a step trains on batch_size x world_size images)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -74,9 +92,11 @@ class FRTrainConfig:
     amp: str = "auto"  # "auto": bf16 on CUDA when supported; "bf16"; "off"
     channels_last: bool = False
     augment: AugmentConfig = AugmentConfig()
-    num_workers: int = 0  # >0: gather + augment in DataLoader workers (CPU)
+    num_workers: int = 0  # >0: read + augment in DataLoader workers (CPU); 0: main process
     seed: int = 0
     checkpoint_every: int = 1  # epochs
+    # Also every this many steps inside an epoch (long epochs on big sets); 0: epoch ends only.
+    checkpoint_every_steps: int = 0
     # Stop when a step's loss is non-finite or above median + this x max(|median|, 1) of the
     # last 50 losses (auggen.training_guard); 0: never stop.
     divergence_factor: float = 100.0
@@ -91,8 +111,9 @@ class FRTrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 < self.partial_fc_rate <= 1.0:
             raise ValueError(f"partial_fc_rate must be in (0, 1], got {self.partial_fc_rate}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        for name in ("num_workers", "checkpoint_every_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
         if not self.divergence_factor >= 0:
@@ -180,36 +201,37 @@ def _write_history(out: Path, history: list[dict]) -> None:
 
 def train_fr(
     cfg: FRTrainConfig,
-    data: LabeledImages,
+    data: LabeledImages | ImageSource,
     out_dir: str | Path,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> nn.Module:
     """Train (or resume) and return the backbone in eval mode; see the module docstring."""
-    check_data(data)
+    source = training_source(data, cfg.input_size)
+    check_data(source)
     info, device = D.setup(device)
     try:
-        return _train(cfg, data, Path(out_dir), device, progress, info)
+        return _train(cfg, source, Path(out_dir), device, progress, info)
     finally:
         D.cleanup(info)
 
 
-def _train(cfg, data, out, device, progress, info) -> nn.Module:
+def _train(cfg, source, out, device, progress, info) -> nn.Module:
     b, world = cfg.batch_size, info.world_size
-    steps = len(data) // (b * world)
+    steps = len(source) // (b * world)
     if steps == 0:
         raise ValueError(
-            f"batch_size {b} x world size {world} exceeds the {len(data)} images; lower batch_size"
+            f"batch_size {b} x world size {world} exceeds the {len(source)} images; "
+            "lower batch_size"
         )
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_json(cfg.to_dict(), out / "config.json")
-    images = resize_uint8(data.images, cfg.input_size)
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(
         cfg.backbone, cfg.input_size, cfg.embedding_size, width=cfg.width, dropout=cfg.dropout
     )
-    head = build_head(cfg.head, cfg.embedding_size, data.num_classes, **cfg.head_kwargs)
+    head = build_head(cfg.head, cfg.embedding_size, source.num_classes, **cfg.head_kwargs)
     model = FRModel(backbone, head).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -228,14 +250,16 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
     guard = LossGuard(cfg.divergence_factor)
     ckpt_path = out / "checkpoint.pt"
     ckpt = load_run_checkpoint(ckpt_path, cfg, device, _RESUMABLE)
+    first, partial = 0, None  # where the first epoch resumes, and its totals so far
     if ckpt is not None:
         backbone.load_state_dict(ckpt["backbone"])
         head.load_state_dict(ckpt["head"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        first, partial = resume_point(ckpt, steps, ckpt_path)
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         guard.load_state_dict(ckpt.get("loss_guard"))
-        guard.note_checkpoint(step, f"{ckpt_path} (epoch {start_epoch})")
+        guard.note_checkpoint(step, _where(ckpt_path, start_epoch, partial))
     # All ranks judge the same all-reduced losses, so they stop together (no rank hangs).
     step_losses = StepLosses(guard, every=_CHECK_EVERY, world_size=world)
     D.barrier(info)
@@ -244,31 +268,38 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    def save(epoch: int, partial):
+        """``epoch`` epochs done (+ ``partial`` totals of the next one, inside it)."""
+        step_losses.flush()  # judge every loss before writing
+        if info.is_main:
+            state = guard.state_dict()
+            _save_checkpoint(ckpt_path, cfg, model, optimizer, epoch, step, history, state, partial)
+        guard.note_checkpoint(step, _where(ckpt_path, epoch, partial))
+
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         augment_in_workers = cfg.num_workers > 0
-        batches = EpochBatches(images, data.labels, cfg, epoch, info, steps, augment_in_workers)
-        loader = batches
-        if augment_in_workers:
-            loader = torch.utils.data.DataLoader(
-                batches,
-                batch_size=None,
-                shuffle=False,
-                num_workers=cfg.num_workers,
-                pin_memory=device.type == "cuda",
-                persistent_workers=False,
-            )
+        batches = EpochBatches(source, cfg, epoch, info, steps, augment_in_workers)
+        loader = step_loader(
+            batches, first, steps, cfg.num_workers, pin_memory=device.type == "cuda"
+        )
         bar = tqdm(
             total=steps,
+            initial=first,
             desc=f"fr epoch {epoch + 1}/{cfg.epochs}",
             unit="step",
             disable=not (progress and info.is_main),
             leave=False,
         )
         # Loss sum, correct, samples; kept on the device so a step never waits for the GPU.
+        # A run resumed inside the epoch starts from the saved (all-ranks) totals on rank 0.
         totals = torch.zeros(3, dtype=torch.float64, device=device)
+        seconds_before = 0.0
+        if partial is not None and info.is_main:
+            totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
+            seconds_before = float(partial["seconds"])
         t0 = time.perf_counter()
-        for i, (x, y) in enumerate(loader):
+        for i, (x, y) in enumerate(loader, start=first):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if not augment_in_workers:
                 g = seeded_generator(cfg.seed, epoch, i, info.rank)
@@ -277,7 +308,7 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
             classes = None
             if cfg.partial_fc_rate < 1.0:
                 g = seeded_generator(cfg.seed, epoch, i, info.rank, 1)
-                classes, y = sample_classes(y, data.num_classes, cfg.partial_fc_rate, g)
+                classes, y = sample_classes(y, source.num_classes, cfg.partial_fc_rate, g)
             lr = schedule(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -292,15 +323,22 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
                 correct = (logits.argmax(1) == y).sum()
                 totals += torch.stack([loss.detach() * len(y), correct, correct.new_tensor(len(y))])
             if not bar.disable and (i % _BAR_EVERY == 0 or i + 1 == steps):
-                rate = (i + 1) * b * world / (time.perf_counter() - t0)
+                rate = (i + 1 - first) * b * world / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
             bar.update()
+            every = cfg.checkpoint_every_steps
+            if every and step % every == 0 and i + 1 < steps:  # an epoch end saves below
+                done = D.all_reduce_sum(totals.clone(), info).tolist()
+                seconds = seconds_before + time.perf_counter() - t0
+                save(epoch, {"totals": done, "seconds": seconds})
+                D.barrier(info)
         bar.close()
         step_losses.flush()  # judge the epoch's last losses before its history/checkpoint
         D.all_reduce_sum(totals, info)
         totals = totals.cpu()
         D.broadcast_buffers(model, info)
-        seconds = time.perf_counter() - t0
+        seconds = seconds_before + time.perf_counter() - t0
+        first, partial = 0, None
         history.append(
             {
                 "epoch": epoch + 1,
@@ -312,21 +350,25 @@ def _train(cfg, data, out, device, progress, info) -> nn.Module:
                 "seconds": seconds,
             }
         )
-        last = epoch + 1 == cfg.epochs
-        save_now = last or (epoch + 1) % cfg.checkpoint_every == 0
+        every = cfg.checkpoint_every_steps
+        at_step = bool(every) and step % every == 0
+        save_now = epoch + 1 == cfg.epochs or (epoch + 1) % cfg.checkpoint_every == 0 or at_step
         if info.is_main:
             _write_history(out, history)
-            if save_now:
-                _save_checkpoint(
-                    ckpt_path, cfg, model, optimizer, epoch + 1, step, history, guard.state_dict()
-                )
         if save_now:
-            guard.note_checkpoint(step, f"{ckpt_path} (epoch {epoch + 1})")
+            save(epoch + 1, None)
         D.barrier(info)
     if info.is_main:
         save_weights(backbone.state_dict(), out / "model.safetensors")
     D.barrier(info)
     return backbone.eval()
+
+
+def _where(path: Path, epoch: int, partial) -> str:
+    """How a checkpoint is named in the loss guard's message."""
+    if partial is None:
+        return f"{path} (epoch {epoch})"
+    return f"{path} (inside epoch {epoch + 1})"
 
 
 def load_backbone(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:

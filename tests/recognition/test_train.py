@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -78,10 +79,11 @@ def test_resume_is_exact(toy, tmp_path, monkeypatch):
     resumed = train_fr(cfg, toy, tmp_path / "resumed", progress=False)
 
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=k)
+        assert torch.equal(a, b), k
     ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     cb = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
-    torch.testing.assert_close(ca["head"], cb["head"], rtol=1e-6, atol=1e-7)
+    for k in ca["head"]:
+        assert torch.equal(ca["head"][k], cb["head"][k]), k
     assert [h["loss"] for h in ca["history"]] == pytest.approx([h["loss"] for h in cb["history"]])
     assert len(ca["loss_guard"]["recent"]) == 12  # 3 epochs x 4 steps, restored on resume
     assert ca["loss_guard"]["recent"] == pytest.approx(cb["loss_guard"]["recent"])
@@ -89,6 +91,58 @@ def test_resume_is_exact(toy, tmp_path, monkeypatch):
     train_fr(cfg, toy, tmp_path / "resumed", progress=False)
     with pytest.raises(ValueError, match="different config"):
         train_fr(tiny(epochs=3, lr=0.2), toy, tmp_path / "resumed", progress=False)
+
+
+def test_resume_inside_an_epoch_is_exact(toy, tmp_path, monkeypatch):
+    # 4 steps per epoch; checkpoints every 3 steps: steps 3, 6 (inside epochs 1 and 2), 9
+    # (inside epoch 3), and the final one. Dropout makes the global RNG state matter too.
+    kw = dict(epochs=3, partial_fc_rate=0.5, warmup_epochs=1, milestones=(2,), lr=0.05)
+    kw.update(dropout=0.2, checkpoint_every=10)
+    full = train_fr(tiny(**kw), toy, tmp_path / "full", progress=False)  # no mid-epoch saves
+    cfg = tiny(**kw, checkpoint_every_steps=3)
+
+    save = train_mod._save_checkpoint
+    calls = []
+
+    def save_then_die_at_step_6(*args):
+        save(*args)
+        calls.append(args[5])  # the step
+        if args[5] == 6:
+            raise Interrupted
+
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save_then_die_at_step_6)
+    with pytest.raises(Interrupted):
+        train_fr(cfg, toy, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train_mod, "_save_checkpoint", save)
+    assert calls == [3, 6]
+    ck = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert (ck["epoch"], ck["step"]) == (1, 6) and ck["partial"]["totals"][2] == 2 * 16
+    assert [h["epoch"] for h in ck["history"]] == [1]
+    # Resumed with workers: the batches of steps 7.. are the same whoever makes them.
+    resumed = train_fr(
+        dataclasses.replace(cfg, num_workers=2), toy, tmp_path / "resumed", progress=False
+    )
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    cb = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    for k in ca["head"]:
+        assert torch.equal(ca["head"][k], cb["head"][k]), k
+    keys = ("epoch", "step", "loss", "acc", "lr")
+    assert [[h[k] for k in keys] for h in ca["history"]] == [
+        [h[k] for k in keys] for h in cb["history"]
+    ]
+    assert ca["loss_guard"] == cb["loss_guard"] and cb["partial"] is None
+    # The same checkpoint with epochs of another length (here: another batch size) is refused.
+    cut = dict(ck, config=dict(ck["config"], batch_size=32), step=5)
+    torch.save(cut, tmp_path / "resumed" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="does not fit epochs of 2 steps"):
+        train_fr(
+            tiny(**dict(kw, batch_size=32), checkpoint_every_steps=3),
+            toy,
+            tmp_path / "resumed",
+            progress=False,
+        )
 
 
 def test_absurd_lr_stops_and_keeps_the_last_checkpoint(toy, tmp_path):
