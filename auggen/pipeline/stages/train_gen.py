@@ -10,5 +10,18 @@ from auggen.pipeline.stages.common import open_data
 def run(cfg, in_dirs, out_dir: Path) -> None:
     from auggen.generator.train import train_generator
 
-    data = open_data(in_dirs).to_images()
-    train_generator(cfg.gen, data, out_dir / "model", device=cfg.device, progress=cfg.progress)
+    data = open_data(in_dirs)  # streamed: decoded a batch at a time
+    train_generator(
+        _with_workers(cfg.gen, cfg.data.workers),
+        data,
+        out_dir / "model",
+        device=cfg.device,
+        progress=cfg.progress,
+    )
+
+
+def _with_workers(gen_cfg, workers: int):
+    """``data.workers`` (when set) decides the generator's DataLoader workers."""
+    import dataclasses
+
+    return dataclasses.replace(gen_cfg, num_workers=workers) if workers else gen_cfg
