@@ -52,6 +52,14 @@ def save_text(text: str, path: Path) -> None:
     _atomic(path, write)
 
 
+def write_history(out: Path, history: list[dict]) -> None:
+    """Per-epoch history as history.json and history.csv."""
+    save_json(history, out / "history.json")
+    keys = list(history[0]) if history else []
+    lines = [",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]
+    save_text("\n".join(lines) + "\n", out / "history.csv")
+
+
 def save_run_checkpoint(
     path, cfg, model, optimizer, epoch, step, history, guard_state, partial=None
 ) -> None:
@@ -107,3 +115,10 @@ def resume_point(ckpt: dict, steps: int, path) -> tuple[int, dict | None]:
             "changed since; resume with the same ones or use a fresh out_dir"
         )
     return first, partial
+
+
+def checkpoint_label(path, epoch: int, partial) -> str:
+    """How a checkpoint is named in the loss guard's message."""
+    if partial is None:
+        return f"{path} (epoch {epoch})"
+    return f"{path} (inside epoch {epoch + 1})"

@@ -42,11 +42,12 @@ from auggen.recognition.batches import (
     to_model_input,
 )
 from auggen.recognition.checkpoint import (
+    checkpoint_label,
     load_run_checkpoint,
     resume_point,
     save_json,
-    save_text,
     save_weights,
+    write_history,
 )
 from auggen.recognition.checkpoint import save_run_checkpoint as _save_checkpoint
 from auggen.recognition.heads import build_head
@@ -192,13 +193,6 @@ def _optimizer(model: FRModel, cfg: FRTrainConfig) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
-def _write_history(out: Path, history: list[dict]) -> None:
-    save_json(history, out / "history.json")
-    keys = list(history[0]) if history else []
-    lines = [",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]
-    save_text("\n".join(lines) + "\n", out / "history.csv")
-
-
 def train_fr(
     cfg: FRTrainConfig,
     data: LabeledImages | ImageSource,
@@ -259,7 +253,7 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         first, partial = resume_point(ckpt, steps, ckpt_path)
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         guard.load_state_dict(ckpt.get("loss_guard"))
-        guard.note_checkpoint(step, _where(ckpt_path, start_epoch, partial))
+        guard.note_checkpoint(step, checkpoint_label(ckpt_path, start_epoch, partial))
     # All ranks judge the same all-reduced losses, so they stop together (no rank hangs).
     step_losses = StepLosses(guard, every=_CHECK_EVERY, world_size=world)
     D.barrier(info)
@@ -274,7 +268,7 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         if info.is_main:
             state = guard.state_dict()
             _save_checkpoint(ckpt_path, cfg, model, optimizer, epoch, step, history, state, partial)
-        guard.note_checkpoint(step, _where(ckpt_path, epoch, partial))
+        guard.note_checkpoint(step, checkpoint_label(ckpt_path, epoch, partial))
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -354,7 +348,7 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         at_step = bool(every) and step % every == 0
         save_now = epoch + 1 == cfg.epochs or (epoch + 1) % cfg.checkpoint_every == 0 or at_step
         if info.is_main:
-            _write_history(out, history)
+            write_history(out, history)
         if save_now:
             save(epoch + 1, None)
         D.barrier(info)
@@ -362,13 +356,6 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         save_weights(backbone.state_dict(), out / "model.safetensors")
     D.barrier(info)
     return backbone.eval()
-
-
-def _where(path: Path, epoch: int, partial) -> str:
-    """How a checkpoint is named in the loss guard's message."""
-    if partial is None:
-        return f"{path} (epoch {epoch})"
-    return f"{path} (inside epoch {epoch + 1})"
 
 
 def load_backbone(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
