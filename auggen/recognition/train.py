@@ -288,10 +288,9 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         # Loss sum, correct, samples; kept on the device so a step never waits for the GPU.
         # A run resumed inside the epoch starts from the saved (all-ranks) totals on rank 0.
         totals = torch.zeros(3, dtype=torch.float64, device=device)
-        seconds_before = 0.0
+        seconds_before = float(partial["seconds"]) if partial is not None else 0.0
         if partial is not None and info.is_main:
             totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
-            seconds_before = float(partial["seconds"])
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(loader, start=first):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -15,6 +15,7 @@ CFG = FRTrainConfig(
     epochs=2,
     milestones=(),
     partial_fc_rate=0.5,
+    checkpoint_every_steps=3,  # a checkpoint inside epoch 1: its collectives run on all ranks
 )
 
 
