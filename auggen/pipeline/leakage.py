@@ -5,13 +5,25 @@ For every generated image, its nearest real training image in M_orig feature spa
 scale, the same statistic for real held-out images (other photos of training identities)
 is reported beside it: a generated identity should sit further from the training set than
 a real photo of a training identity does.
+
+Scale (CASIA: 0.49 M real images, millions of generated ones): images are read and embedded
+``batch_size`` at a time (optionally in DataLoader workers), so only the real embeddings are
+held (N x D float32, ~1 GB for CASIA; float32 keeps the cosines of a small run identical to
+the in-memory audit), and each generated batch is searched as soon as it is embedded. Above
+``exact_limit`` query x real pairs the search is an IVF index whose nprobe is calibrated on
+a random sample of the generated images (see ``auggen.mixing.nn_index``); leakage.json
+records which (``search``: kind, recall@1 on the sample, sample size).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from auggen.mixing.search import search_inner_product
+from auggen.data.loader import step_loader
+from auggen.data.source import ImageSource, TensorSource, as_source
+from auggen.data.types import LabeledImages
+from auggen.mixing.nn_index import RECALL_SAMPLE, NearestIndex
 from auggen.pipeline.figures import pyplot, save_figure
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.store import write_csv
@@ -27,12 +39,87 @@ def _summary(cos: np.ndarray) -> dict:
     }
 
 
-def leakage_audit(embed, aug, manifest, real, out_dir, threshold: float, heldout=None) -> dict:
-    real_feats = embed(real.images)
-    aug_feats = embed(aug.images)
-    cos, idx = search_inner_product(aug_feats, real_feats, k=1)
-    cos, idx = cos[:, 0].numpy(), idx[:, 0]
-    nn_labels = real.labels[idx]
+def _source(data) -> ImageSource:
+    if torch.is_tensor(data):  # bare uint8 images (the held-out probes): labels unused
+        data = LabeledImages(data, torch.zeros(len(data), dtype=torch.long), [], 1)
+    return as_source(data)
+
+
+class _ReadRange:
+    """Batch ``b`` of a source: picklable, so DataLoader workers can decode it."""
+
+    def __init__(self, src: ImageSource, batch: int):
+        self.src, self.batch = src, batch
+
+    def __call__(self, b: int) -> torch.Tensor:
+        lo = b * self.batch
+        return self.src.read(range(lo, min(lo + self.batch, len(self.src))))
+
+
+def _embedded(embed, src: ImageSource, batch: int, workers: int):
+    """Yields (start, float32 (B, D) numpy) over ``src`` in order."""
+    n_batches = -(-len(src) // batch)
+    loader = step_loader(_ReadRange(src, batch), 0, n_batches, workers)
+    for b, images in enumerate(loader):
+        yield b * batch, torch.as_tensor(embed(images)).float().cpu().numpy()
+
+
+def _embed_all(embed, src: ImageSource, batch: int, workers: int) -> np.ndarray:
+    feats = None
+    for lo, f in _embedded(embed, src, batch, workers):
+        if feats is None:  # D is known from the first batch; one allocation, no concat copy
+            feats = np.empty((len(src), f.shape[1]), np.float32)
+        feats[lo : lo + len(f)] = f
+    return feats
+
+
+def _nearest_all(embed, index: NearestIndex, src: ImageSource, batch: int, workers: int):
+    cos, idx = np.empty(len(src), np.float32), np.empty(len(src), np.int64)
+    for lo, f in _embedded(embed, src, batch, workers):
+        s, i = index.search(f, 1)
+        cos[lo : lo + len(f)], idx[lo : lo + len(f)] = s[:, 0], i[:, 0]
+    return cos, idx
+
+
+def leakage_audit(
+    embed,
+    aug,
+    manifest,
+    real,
+    out_dir,
+    threshold: float,
+    heldout=None,
+    *,
+    batch_size: int = 1024,
+    num_workers: int = 0,
+    exact_limit: float | None = None,
+    recall_sample: int = RECALL_SAMPLE,
+    seed: int = 0,
+) -> dict:
+    """Writes leakage.csv / .json / .png into ``out_dir``; returns the json summary.
+
+    ``aug``/``real``/``heldout``: LabeledImages or ImageSources (``heldout`` may also be bare
+    uint8 images); ``embed``: uint8 (B, 3, S, S) -> L2-normalised (B, D).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    aug_src, real_src = _source(aug), _source(real)
+    held_src = _source(heldout) if heldout is not None and len(heldout) else None
+    n_queries = len(aug_src) + (len(held_src) if held_src is not None else 0)
+    pick = np.random.default_rng(seed).choice(
+        len(aug_src), min(recall_sample, len(aug_src)), replace=False
+    )
+    index = NearestIndex(
+        _embed_all(embed, real_src, batch_size, num_workers),  # the index keeps the only ref
+        n_queries,
+        exact_limit=exact_limit,
+        # Only embedded when an IVF is built: re-reading a sample beats holding every query.
+        calibration=lambda: embed(aug_src.read(np.sort(pick))),
+        seed=seed,
+    )
+    cos, idx = _nearest_all(embed, index, aug_src, batch_size, num_workers)
+    nn_labels = real_src.labels[torch.from_numpy(idx)]
+    plain = isinstance(real_src, TensorSource) and not real_src.names
     rows = []
     for r, c, i, lab in zip(manifest, cos, idx.tolist(), nn_labels.tolist()):
         rows.append(
@@ -41,7 +128,8 @@ def leakage_audit(embed, aug, manifest, real, out_dir, threshold: float, heldout
                 "label": r["label"],
                 "source_i": r["source_i"],
                 "source_j": r["source_j"],
-                "nearest_real": real.names[i] if real.names else i,
+                # in-memory images without names are named by their index, as before
+                "nearest_real": i if plain else real_src.name(i),
                 "nearest_real_label": lab,
                 "nearest_is_source": lab in (r["source_i"], r["source_j"]),
                 "cos": round(float(c), 6),
@@ -59,12 +147,13 @@ def leakage_audit(embed, aug, manifest, real, out_dir, threshold: float, heldout
         "worst": sorted(rows, key=lambda r: -r["cos"])[:5],
     }
     ref = None
-    if heldout is not None and len(heldout):
-        ref = search_inner_product(embed(heldout), real_feats, k=1)[0][:, 0].numpy()
+    if held_src is not None:
+        ref = _nearest_all(embed, index, held_src, batch_size, num_workers)[0]
         summary["real_heldout_reference"] = _summary(ref)
         # A scale-free flag: closer to a training image than a typical other real photo of
         # the same person is (the absolute threshold depends on how M_orig spreads faces).
         summary["closer_than_heldout_median_fraction"] = float(np.mean(cos >= np.median(ref)))
+    summary["search"] = dict(index.info)
     write_json(out_dir / "leakage.json", summary)
     _plot(cos, ref, threshold, out_dir / "leakage.png")
     return summary

@@ -73,7 +73,9 @@ def sampler(net, cfg):
 
 
 def fr_config(cfg, seed: int):
-    return dataclasses.replace(cfg.fr, seed=int(seed))
+    """The FR trainer's config for one seed; ``data.workers`` (when set) decides its loader."""
+    workers = cfg.data.workers or cfg.fr.num_workers
+    return dataclasses.replace(cfg.fr, seed=int(seed), num_workers=workers)
 
 
 def open_data(in_dirs, name: str = "train"):

@@ -28,5 +28,5 @@ def train_runs(cfg, data, out_dir: Path, variant: str, stage: str) -> None:
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
-    data = open_data(in_dirs).to_images()
+    data = open_data(in_dirs)  # streamed: decoded a batch at a time
     train_runs(cfg, data, out_dir, "baseline", "train_fr")

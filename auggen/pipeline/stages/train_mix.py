@@ -25,5 +25,4 @@ def mixed_data(cfg, in_dirs, variant: str):
 
 def run(cfg, in_dirs, out_dir) -> None:
     for variant in cfg.train_mix.variants:
-        data = mixed_data(cfg, in_dirs, variant).to_images()
-        train_runs(cfg, data, out_dir, variant, "train_mix")
+        train_runs(cfg, mixed_data(cfg, in_dirs, variant), out_dir, variant, "train_mix")
