@@ -28,7 +28,7 @@ def _folder(root, counts, corrupt=None):
     rng = np.random.default_rng(0)
     for k, n in enumerate(counts):
         d = root / f"id{k:02d}"
-        d.mkdir(parents=True)
+        d.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             px = rng.integers(0, 255, size=(20, 20, 3), dtype=np.uint8)
             Image.fromarray(px).save(d / f"{i}.png")

@@ -12,10 +12,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from auggen.files import UnsafeOrCorruptFile, load_bundle, load_torch_weights, save_bundle
 from auggen.pipeline.cli import main
@@ -25,6 +23,7 @@ from auggen.pipeline.lock import RunFolderBusy, RunLock
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stage import TIMING, Stage
 from auggen.pipeline.stages import STAGES
+from tests.pipeline.test_bad_input import _folder
 
 MICRO = replace(PRESETS["micro"], threads=1, progress=False)
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,17 +152,6 @@ def test_second_run_on_a_folder_is_refused_and_kill_leaves_no_stale_lock(tmp_pat
     log = []
     assert run_pipeline(MICRO, tmp_path, _toy_registry(log), log=_quiet) == {"first": "ran"}
     assert log == ["first"]
-
-
-def _folder(root: Path, counts) -> Path:
-    rng = np.random.default_rng(0)
-    for k, n in enumerate(counts):
-        d = root / f"id{k:02d}"
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            px = rng.integers(0, 255, size=(20, 20, 3), dtype=np.uint8)
-            Image.fromarray(px).save(d / f"{i}.png")
-    return root
 
 
 def test_changed_inputs_rerun_the_data_stage(tmp_path):
