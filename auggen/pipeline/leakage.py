@@ -17,6 +17,10 @@ records which (``search``: kind, recall@1 on the sample, sample size).
 
 from __future__ import annotations
 
+import csv
+import heapq
+import os
+
 import numpy as np
 import torch
 
@@ -26,7 +30,6 @@ from auggen.data.types import LabeledImages
 from auggen.mixing.nn_index import RECALL_SAMPLE, NearestIndex
 from auggen.pipeline.figures import pyplot, save_figure
 from auggen.pipeline.stage import write_json
-from auggen.pipeline.store import write_csv
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
@@ -81,6 +84,33 @@ def _nearest_all(embed, index: NearestIndex, src: ImageSource, batch: int, worke
     return cos, idx
 
 
+def _write_rows(path, rows, keep: int) -> tuple[int, int, list[dict]]:
+    """leakage.csv a row at a time (as ``store.write_csv`` writes a list, atomically), so
+    millions of generated images never sit in memory as dicts. Returns the row count, how
+    many have a source identity nearest, and the ``keep`` highest-cos rows (earlier first
+    among equal cos, as a stable sort would give)."""
+    tmp = path.with_name(path.name + ".tmp")
+    n = n_source = 0
+    top: list = []  # min-heap of (cos, -row number, row)
+    with open(tmp, "w", newline="") as f:
+        writer = None
+        for n, row in enumerate(rows, 1):
+            if writer is None:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+            n_source += bool(row["nearest_is_source"])
+            item = (row["cos"], -n, row)
+            if len(top) < keep:
+                heapq.heappush(top, item)
+            elif item[:2] > top[0][:2]:
+                heapq.heapreplace(top, item)
+        if writer is None:
+            f.write("\r\n")  # what DictWriter writes for a header without fields
+    os.replace(tmp, path)
+    return n, n_source, [r for _, _, r in sorted(top, key=lambda t: t[:2], reverse=True)]
+
+
 def leakage_audit(
     embed,
     aug,
@@ -118,33 +148,32 @@ def leakage_audit(
         seed=seed,
     )
     cos, idx = _nearest_all(embed, index, aug_src, batch_size, num_workers)
-    nn_labels = real_src.labels[torch.from_numpy(idx)]
+    nn_labels = real_src.labels[torch.from_numpy(idx)].tolist()
     plain = isinstance(real_src, TensorSource) and not real_src.names
-    rows = []
-    for r, c, i, lab in zip(manifest, cos, idx.tolist(), nn_labels.tolist()):
-        rows.append(
-            {
-                "file": r["file"],
-                "label": r["label"],
-                "source_i": r["source_i"],
-                "source_j": r["source_j"],
-                # in-memory images without names are named by their index, as before
-                "nearest_real": i if plain else real_src.name(i),
-                "nearest_real_label": lab,
-                "nearest_is_source": lab in (r["source_i"], r["source_j"]),
-                "cos": round(float(c), 6),
-                "near_copy": bool(c >= threshold),
-            }
-        )
-    write_csv(out_dir / "leakage.csv", rows)
+    rows = (
+        {
+            "file": r["file"],
+            "label": r["label"],
+            "source_i": r["source_i"],
+            "source_j": r["source_j"],
+            # in-memory images without names are named by their index, as before
+            "nearest_real": i if plain else real_src.name(i),
+            "nearest_real_label": lab,
+            "nearest_is_source": lab in (r["source_i"], r["source_j"]),
+            "cos": round(float(c), 6),
+            "near_copy": bool(c >= threshold),
+        }
+        for r, c, i, lab in zip(manifest, cos, idx.tolist(), nn_labels)
+    )
+    n_rows, n_source, worst = _write_rows(out_dir / "leakage.csv", rows, keep=5)
     flagged = cos >= threshold
     summary = {
         "threshold": threshold,
         "generated": _summary(cos),
         "near_copies": int(flagged.sum()),
         "near_copy_fraction": float(flagged.mean()),
-        "nearest_is_a_source_fraction": float(np.mean([r["nearest_is_source"] for r in rows])),
-        "worst": sorted(rows, key=lambda r: -r["cos"])[:5],
+        "nearest_is_a_source_fraction": n_source / n_rows if n_rows else float("nan"),
+        "worst": worst,
     }
     ref = None
     if held_src is not None:
