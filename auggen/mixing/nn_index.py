@@ -8,29 +8,39 @@
   CPU when faiss is missing.
 - ``ivf`` above it: ``IndexIVFFlat`` (spherical k-means coarse quantizer, nlist = 4 sqrt(N),
   the FAISS guideline, capped so every list gets >= 39 training points), searched with the
-  smallest nprobe in 1, 2, 4, ... whose recall@1 against exact search on a sample of real
-  queries reaches ``target_recall`` (0.95). When that needs nprobe > nlist / 16 the IVF would
-  scan so much that it is not worth it on the CPU (below) and the index searches exactly.
+  smallest nprobe (1, 2, 3, 4, 6, 8, 11, ... up to nlist / 16) whose recall@1 against exact
+  search on a sample of the caller's queries shows recall >= 0.95 at 95 % one-sided
+  confidence (Wilson bound: ~0.962 seen on 1000 queries). When no nprobe up to nlist / 16
+  gets there, the index searches exactly (``info["ivf_tried"]`` says what IVF reached).
 
-Thresholds, from ``benchmarks/bench_leakage.py`` on the 2-core AMD EPYC CPU (faiss 1.15,
-D = 512, base = 10,572 cluster centres + noise, queries between two centres, the
-generated-face case; numbers in ``benchmarks/results/leakage_cpu.csv``):
+Measured with ``python benchmarks/bench_leakage.py --csv benchmarks/results/leakage_cpu.csv``
+on the shared 2-core AMD EPYC (faiss 1.15, D = 512, base = N unit vectors around 10,572
+identity centres + noise, queries between two identities as generated faces are; other jobs
+shared the CPU, so times vary up to 2x between runs). "tight": cos ~0.86 to the centre,
+"loose": ~0.71.
 
-- Exact runs at ~50 M query-base pairs/s (~50 GFLOP/s): N = 0.49 M (CASIA) takes ~100 s for
-  10 k queries and ~1000 s for 100 k (extrapolated, exact cost is linear in the queries),
-  plus ~1 GB for the base. An IVF scan costs ~8x more per pair than BLAS (2.5 % of the base
-  scanned gave a 5x speed-up), hence the nlist / 16 cap: a 2x gain at best beyond it.
-- Building the IVF (k-means on 40 nlist points, 10 iterations, then assigning N) costs about
-  as much as exact search of ~10 k queries at N = 0.1 - 0.5 M (17 s at 0.1 M, ~90 s at
-  0.49 M), so ``EXACT_LIMIT = 4e9`` pairs (~80 s of exact search here) keeps small audits
-  exact and switches where the build pays back. At 0.49 M x 100 k the IVF takes ~300 s
-  instead of ~1000 s, its memory a second copy of the base (~1 GB) while it is built.
-- On a GPU exact search is ~1000x faster (fp32 matmul), so ``GPU_EXACT_LIMIT = 1e13``.
+    base           exact 10k / 100k q   IVF build, nprobe/nlist        IVF search 10k / 100k q
+    0.1 M tight    17 s / 169 s*        24 s, 57/1265                  10 s / 91 s, r 0.963
+    0.1 M loose    16 s / 163 s*        19 s, 79/1265 r 0.80: exact    -
+    0.49 M tight   76 s / 764 s*        57 s, 2/2800                   0.6 s / 5.5 s, r 0.975
+    0.49 M loose   35 s / 346 s*        51 s, 175/2800 r 0.96: exact   -
 
-How well IVF does depends on how clustered the features are: with tight identities (cos
-~0.85 to the centre) nprobe 16-32 of 1264 lists reaches 0.95; with loose ones (cos ~0.7)
-not even 256 does, and the calibration falls back to exact search. That is why nprobe is
-measured on the caller's own queries rather than fixed.
+(* extrapolated from 10 k queries: exact cost is linear in the queries. r: recall@1 on the
+first 10 k queries, or on the 1000-query sample where calibration fell back to exact.
+IVF build includes calibration.) Memory: exact search needs the base only (N x D float32,
+1 GB at 0.49 M; faiss.knn adds ~0); the IVF adds a second copy in its lists plus k-means
+buffers (peak +1.25 GB at 0.49 M, +0.35 GB at 0.1 M) until the base array is dropped.
+
+Hence the thresholds. The IVF build (k-means on 40 nlist points, 10 iterations, then
+assigning N) costs as much as exact search of ~7-15 k queries at both sizes, so
+``EXACT_LIMIT = 4e9`` pairs (exact ~30-70 s here) is the break-even at CASIA size (8 k
+queries) and costs at most ~1 min more than IVF for smaller bases, while exact answers stay
+exact. An IVF scan costs 7-12x more per pair than BLAS (loose 0.49 M at nprobe 128/2800:
+100 k queries in 199 s vs 658 s exact, same run), so past nlist / 16 IVF would save < ~1/3
+and is not worth the approximation. On a GPU exact fp32 matmul is ~1000x faster than this
+CPU, so ``GPU_EXACT_LIMIT = 1e13``. How far IVF gets depends on how clustered the features
+are (loose identities need ~100x the probes of tight ones), which is why nprobe is
+calibrated on the caller's own queries rather than fixed.
 """
 
 from __future__ import annotations
