@@ -130,14 +130,16 @@ def run(cfg, in_dirs, out_dir) -> None:
     embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
     heldout_path = in_dirs["data"] / "heldout.index.json"
     heldout = open_data(in_dirs, "heldout") if heldout_path.exists() else None
-    leakage_audit(
+    leakage_audit(  # streamed: real embeddings are held, never the real images
         embed,
-        aug.to_images(),
+        aug,
         manifest,
-        real.to_images(),
+        real,
         out_dir,
         g.leakage_threshold,
-        heldout.to_images().images if heldout is not None else None,
+        heldout,
+        batch_size=cfg.embed.batch_size,
+        num_workers=cfg.data.workers,
     )
 
 
