@@ -12,6 +12,7 @@ as JSON (``describe()`` / ``open_source``), which is how stages hand datasets to
 - ``SubsetSource``: some images of another source, optionally relabelled.
 - ``ConcatSource``: sources one after another (``D_orig ∪ D_aug``), labels kept as they are.
 - ``ResizedSource`` / ``resized``: a source read at another size.
+- ``in_memory_if_small``: small sets decoded once and held (what the demo trains on).
 """
 
 from __future__ import annotations
@@ -251,6 +252,18 @@ def resized(src: ImageSource, size: int) -> ImageSource:
         out.size = int(size)
         return out
     return ResizedSource(src, size)
+
+
+SMALL_SET_BYTES = 256 << 20  # decoded sets up to this size are held in memory by trainers
+
+
+def in_memory_if_small(src: ImageSource, limit: int = SMALL_SET_BYTES) -> ImageSource:
+    """``src`` decoded once into memory when its pixels fit in ``limit`` bytes (the demo
+    sets: training then reads tensors, not files, every epoch); larger sets stream as they
+    are. The pixels are the same either way."""
+    if isinstance(src, TensorSource) or len(src) * 3 * src.size**2 > limit:
+        return src
+    return TensorSource(src.to_images())
 
 
 def as_source(data, size: int | None = None) -> ImageSource:

@@ -115,3 +115,15 @@ def test_index_files_round_trip_every_kind(tmp_path):
 
     with pytest.raises(ValueError, match="not an auggen dataset index"):
         index.open_index(tmp_path / "bad.json")
+
+
+def test_small_sets_are_held_in_memory_with_the_same_pixels(tmp_path):
+    from auggen.data.source import in_memory_if_small
+
+    data = _images()
+    rec = write_recordio(tmp_path / "train", data, fmt="png")
+    whole = read_recordio(rec)
+    src = RecordIOSource(rec, [int(k) for k in whole.names], whole.labels, 3, 16)
+    held = in_memory_if_small(src)
+    assert isinstance(held, TensorSource) and torch.equal(held.read(range(12)), whole.images)
+    assert in_memory_if_small(src, limit=12 * 3 * 16 * 16 - 1) is src  # too big: streamed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auggen.data.source import in_memory_if_small, resized
 from auggen.pipeline.faults import fault_point
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import fr_config, fr_run_dir, open_data
@@ -28,5 +29,6 @@ def train_runs(cfg, data, out_dir: Path, variant: str, stage: str) -> None:
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
-    data = open_data(in_dirs)  # streamed: decoded a batch at a time
+    # Streamed a batch at a time; a small set (the demo) is decoded once and held.
+    data = in_memory_if_small(resized(open_data(in_dirs), cfg.fr.input_size))
     train_runs(cfg, data, out_dir, "baseline", "train_fr")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auggen.data.source import in_memory_if_small, resized
 from auggen.pipeline.stages.common import open_data
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
     from auggen.generator.train import train_generator
 
-    data = open_data(in_dirs)  # streamed: decoded a batch at a time
+    # Streamed a batch at a time; a small set (the demo) is decoded once and held.
+    data = in_memory_if_small(resized(open_data(in_dirs), cfg.gen.resolution))
     train_generator(
         _with_workers(cfg.gen, cfg.data.workers),
         data,

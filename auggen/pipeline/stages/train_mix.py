@@ -7,7 +7,7 @@ labels already follow the original ones, D_repro's are the original labels.
 from __future__ import annotations
 
 from auggen.data.index import open_index
-from auggen.data.source import ConcatSource, resized
+from auggen.data.source import ConcatSource, in_memory_if_small, resized
 from auggen.pipeline.stages.common import open_data
 from auggen.pipeline.stages.train_fr import train_runs
 
@@ -20,7 +20,8 @@ def mixed_data(cfg, in_dirs, variant: str):
     real = resized(open_data(in_dirs), size)
     stage, name = SOURCES[variant]
     extra = resized(open_index(in_dirs[stage] / name), size)
-    return ConcatSource([real, extra], max(real.num_classes, extra.num_classes))
+    both = ConcatSource([real, extra], max(real.num_classes, extra.num_classes))
+    return in_memory_if_small(both)  # a small set (the demo) is decoded once and held
 
 
 def run(cfg, in_dirs, out_dir) -> None:
