@@ -79,6 +79,10 @@ class PairedDifference:
         """Better or worse only when the interval excludes zero (higher = better)."""
         if self.low is None or self.high is None:
             return "no verdict possible from one seed"
+        if self.high - self.low <= 1e-12 and self.n < 3:
+            # Two equal differences give a zero-width interval that only reflects chance
+            # (accuracies move in discrete steps); it is no evidence of a consistent effect.
+            return "no verdict: 2 equal paired differences (too few seeds to judge)"
         if self.low > 0:
             return "better"
         if self.high < 0:
