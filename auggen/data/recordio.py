@@ -12,6 +12,7 @@ flag = k > 0 the header's label is 0 and k float32 labels follow. The .idx file 
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +31,8 @@ _HEADER = struct.Struct("<IfQQ")
 # ~4M identities). Anything at or above it is a corrupt or foreign record, caught here rather
 # than as a huge one-hot / classifier allocation or a bincount error much later.
 MAX_LABEL = 1 << 24
+READ_CHUNK = 1 << 16  # bytes read per record first (face JPEGs are ~4-10 KB)
+SCAN_RELEASE_EVERY = 4096  # header scan: drop the mapped pages after this many records
 
 
 class IRHeader(NamedTuple):
@@ -105,6 +108,30 @@ def read_record(buf: bytes | memoryview, offset: int, what: str = "<rec>") -> tu
             return _MAGIC_BYTES.join(parts), offset
         if cflag not in (1, 2) or (cflag == 1 and len(parts) > 1):
             raise ValueError(f"{what}: unexpected cflag {cflag} at byte {offset}")
+
+
+def read_record_at(f, offset: int, what: str = "<rec>") -> bytes:
+    """Payload of the record at ``offset`` of the open file ``f``, read with ``pread``."""
+    size = os.fstat(f.fileno()).st_size
+    if not 0 <= offset < size:
+        raise ValueError(f"{what}: offset {offset} is outside the file ({size} bytes)")
+    n = READ_CHUNK
+    while True:
+        chunk = os.pread(f.fileno(), n, offset)
+        try:
+            return read_record(chunk, 0, what)[0]
+        except ValueError as e:
+            if len(chunk) == n:  # the record is longer than the chunk: read more
+                n *= 4
+                continue
+            raise ValueError(f"{e} (record at byte {offset})") from None
+
+
+def release_pages(buf) -> None:
+    """Drop a read-only file map's pages from this process (they stay in the page cache):
+    a map keeps every page it touched resident and counted in the process's RSS."""
+    if isinstance(buf, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        buf.madvise(mmap.MADV_DONTNEED)
 
 
 def _paths(prefix_or_path) -> tuple[Path, Path]:
@@ -192,6 +219,8 @@ def scan_recordio(prefix_or_path, max_classes: int | None = None) -> RecordIOSca
                 raise ValueError(f"{idx}: image key {key} missing from the index")
             what = f"{rec} key {key}"
             header, _ = unpack_payload(read_record(buf, index[key], what)[0], what)
+            if len(kept) % SCAN_RELEASE_EVERY == 0:
+                release_pages(buf)
             label = check_label(header.label[0] if header.flag > 0 else header.label, what)
             if max_classes is not None and label >= max_classes:
                 continue

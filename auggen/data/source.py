@@ -17,7 +17,6 @@ as JSON (``describe()`` / ``open_source``), which is how stages hand datasets to
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -109,26 +108,27 @@ class RecordIOSource(ImageSource):
         self.offsets = np.array([index[int(k)] for k in keys], np.int64)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.num_classes, self.size = int(num_classes), int(size)
-        self._map = None
+        self._fh = None
         self._pid = None
 
-    def _buffer(self):
-        if self._map is None or self._pid != os.getpid():
-            with open(self.rec, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    def _file(self):
+        # Positioned reads (pread), not a memory map: a map keeps every page it touched
+        # resident in this process, so an epoch would show the whole .rec in every worker.
+        if self._fh is None or self._pid != os.getpid():
+            self._fh = open(self.rec, "rb", buffering=0)
             self._pid = os.getpid()
-        return self._map
+        return self._fh
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_map"] = None  # reopened by the worker that reads
+        state["_fh"] = None  # reopened by the worker that reads
         return state
 
     def read_one(self, i: int) -> torch.Tensor:
-        from auggen.data.recordio import read_record, unpack_payload
+        from auggen.data.recordio import read_record_at, unpack_payload
 
         what = f"{self.rec} key {int(self.keys[i])}"
-        payload = read_record(self._buffer(), int(self.offsets[i]), what)[0]
+        payload = read_record_at(self._file(), int(self.offsets[i]), what)
         return decode_image(unpack_payload(payload, what)[1], what, self.size)
 
     def name(self, i: int) -> str:

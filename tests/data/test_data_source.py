@@ -127,3 +127,48 @@ def test_small_sets_are_held_in_memory_with_the_same_pixels(tmp_path):
     held = in_memory_if_small(src)
     assert isinstance(held, TensorSource) and torch.equal(held.read(range(12)), whole.images)
     assert in_memory_if_small(src, limit=12 * 3 * 16 * 16 - 1) is src  # too big: streamed
+
+
+def _mapped_rss_kb(path) -> int | None:
+    """Resident kB of this process's maps of ``path`` (Linux /proc/self/smaps)."""
+    try:
+        lines = open("/proc/self/smaps").read().splitlines()
+    except OSError:
+        return None
+    total, inside = 0, False
+    for line in lines:
+        if line and "-" in line.split()[0] and len(line.split()) >= 5:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_reading_a_recordio_does_not_keep_its_pages_resident(tmp_path):
+    data = _images(n=400, classes=10, size=64, seed=3)  # ~5 MB of PNG records
+    rec = write_recordio(tmp_path / "big", data, fmt="png")
+    whole = read_recordio(rec)
+    src = RecordIOSource(rec, [int(k) for k in whole.names], whole.labels, 10, 64)
+    assert torch.equal(src.read(range(400)), whole.images)
+    rss = _mapped_rss_kb(rec)
+    if rss is None:
+        pytest.skip("no /proc/self/smaps")
+    assert rec.stat().st_size > 4 << 20
+    assert rss < 256  # a page or two per open map, not the 5 MB just read
+
+
+def test_positioned_reads_handle_long_records_and_name_bad_offsets(tmp_path, monkeypatch):
+    import auggen.data.recordio as recordio
+
+    data = _images(n=4, classes=2, size=32, seed=4)
+    rec = write_recordio(tmp_path / "t", data, fmt="png")
+    whole = read_recordio(rec)
+    monkeypatch.setattr(recordio, "READ_CHUNK", 64)  # every record is longer than a chunk
+    src = RecordIOSource(rec, [int(k) for k in whole.names], whole.labels, 2, 32)
+    assert torch.equal(src.read(range(4)), whole.images)
+    src.offsets[1] += 4  # an .idx offset that does not point at a record
+    with pytest.raises(ValueError, match=r"key 2: bad magic .*record at byte"):
+        src.read([1])
+    src.offsets[1] = rec.stat().st_size + 10
+    with pytest.raises(ValueError, match="outside the file"):
+        src.read([1])
