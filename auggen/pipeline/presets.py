@@ -3,8 +3,8 @@
 - ``orl-tiny`` (default): the whole method on the bundled ORL faces on a 2-core CPU in
   under 20 minutes: 32 px generator (~1.2 M params, 800 steps of 32), narrow IR18 at 32 px,
   12 Heun steps, a coarse 4 x 4 grid instead of the paper's 11 x 11, two FR seeds.
-  Measured: 797 s with 2 threads on an idle 2-core EPYC VM (train_gen 604 s); 1305 s with
-  ``--threads 1`` while the machine was shared (benchmarks/results/pipeline_cpu.csv).
+  Measured: 908 s with 2 threads on a 2-core EPYC VM (train_gen 694 s; 797 s before the
+  data streamed, 2026-11-25); see benchmarks/results/pipeline_cpu.csv.
 - ``micro``: every stage in about a minute (tests): 16 px, a few identities, few steps.
 - ``casia-ir50``: paper scale (GPU): CASIA-WebFace from ``--data`` (RecordIO prefix or image
   folder), EDM2-S generator at 112 px, IR50 + AdaFace, the paper's 0.1 ... 1.1 grid, and
