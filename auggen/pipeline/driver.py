@@ -9,7 +9,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from auggen.pipeline.lock import RunLock
-from auggen.pipeline.stage import DONE, Stage, done_token, fingerprint, run_stage, stage_state
+from auggen.pipeline.stage import (
+    DONE,
+    Stage,
+    done_token,
+    external_inputs,
+    fingerprint,
+    run_stage,
+    stage_state,
+)
 
 BACKUP = ".replaced"  # finished results of another config, restored if it comes back
 PENDING = ".pending"  # a rerun over a finished result runs here and is swapped in when done
@@ -93,7 +101,8 @@ def _run_locked(cfg, out_root: Path, registry, selected, forced, log) -> dict[st
                 f"run them first (add them to --stages)"
             )
         tokens = {d: done_token(out_root / d) for d in stage.needs}
-        fp = fingerprint(stage, cfg, tokens)
+        external = external_inputs(stage, cfg)
+        fp = fingerprint(stage, cfg, tokens, external)
         backup = out_root / BACKUP / name
         pending = out_root / PENDING / name
         _recover_swap(out_dir, pending, fp)
@@ -122,7 +131,9 @@ def _run_locked(cfg, out_root: Path, registry, selected, forced, log) -> dict[st
                 verb += " (resuming the pending rerun)"
             log(f"[{name}] {verb}: {stage.summary or name}")
             in_dirs = {d: out_root / d for d in stage.needs}
-            wall = run_stage(stage, cfg, in_dirs, work, fp, tokens, device=device, log=log)
+            wall = run_stage(
+                stage, cfg, in_dirs, work, fp, tokens, device=device, log=log, external=external
+            )
             if keep_finished:
                 _replace_finished(out_dir, work, backup, keep_old=state == "stale")
             log(f"[{name}] finished in {wall:.1f} s")

@@ -69,13 +69,20 @@ def _section(cfg, key: str):
     return json.loads(json.dumps(value))
 
 
-def fingerprint(stage: Stage, cfg, tokens: dict[str, str]) -> str:
+def external_inputs(stage: Stage, cfg):
+    """The fingerprint of the files ``stage`` reads from outside the run folder, or None."""
+    return stage.inputs(cfg) if stage.inputs is not None else None
+
+
+def fingerprint(stage: Stage, cfg, tokens: dict[str, str], external=None) -> str:
+    """``external``: ``external_inputs(stage, cfg)`` when the caller has it already (a folder
+    walk over a large dataset is worth doing once per run)."""
     from auggen.pipeline.store import FORMAT
 
     fields = {"stage": stage.name, "config": stage_config(stage, cfg), "inputs": tokens}
     fields["format"] = FORMAT
     if stage.inputs is not None:
-        fields["external"] = stage.inputs(cfg)
+        fields["external"] = external if external is not None else stage.inputs(cfg)
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -154,6 +161,7 @@ def run_stage(
     tokens: dict[str, str],
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    external=None,
 ) -> float:
     """Run (or resume) one stage in ``out_dir`` and mark it DONE; returns wall seconds."""
     out_dir = Path(out_dir)
@@ -176,7 +184,7 @@ def run_stage(
         "config": stage_config(stage, cfg),
     }
     if stage.inputs is not None:
-        config["external_inputs"] = stage.inputs(cfg)
+        config["external_inputs"] = external if external is not None else stage.inputs(cfg)
     base = {
         "stage": stage.name,
         "device": device,

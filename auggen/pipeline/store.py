@@ -14,7 +14,6 @@ from pathlib import Path
 from auggen.files import load_bundle, save_bundle
 
 FORMAT = "indexed-v2"  # part of every stage's fingerprint: a format change reruns stages
-EXT = ".safetensors"
 
 save_atomic = save_bundle
 load = load_bundle

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import torch
 
-from auggen.data.types import LabeledImages
-
 
 def fr_run_dir(stage_dir: Path, variant: str, seed: int) -> Path:
     return Path(stage_dir) / variant / f"seed{seed}"
@@ -72,10 +70,16 @@ def sampler(net, cfg):
     return sample_fn
 
 
+def with_data_workers(trainer_cfg, cfg):
+    """A trainer's config whose DataLoader uses ``data.workers`` when that is set."""
+    if not cfg.data.workers:
+        return trainer_cfg
+    return dataclasses.replace(trainer_cfg, num_workers=cfg.data.workers)
+
+
 def fr_config(cfg, seed: int):
-    """The FR trainer's config for one seed; ``data.workers`` (when set) decides its loader."""
-    workers = cfg.data.workers or cfg.fr.num_workers
-    return dataclasses.replace(cfg.fr, seed=int(seed), num_workers=workers)
+    """The FR trainer's config for one seed."""
+    return dataclasses.replace(with_data_workers(cfg.fr, cfg), seed=int(seed))
 
 
 def open_data(in_dirs, name: str = "train"):
@@ -91,14 +95,3 @@ def embed_source(embed, src, batch: int = 1024) -> torch.Tensor:
         embed(src.read(range(lo, min(lo + batch, len(src))))) for lo in range(0, len(src), batch)
     ]
     return torch.cat(feats) if feats else torch.empty(0)
-
-
-def train_data_at(data: LabeledImages, size: int) -> LabeledImages:
-    """``data`` with square images of ``size`` (so real and generated sets can be joined)."""
-    from auggen.data import resize_images
-
-    if tuple(data.images.shape[-2:]) == (size, size):
-        return data
-    return LabeledImages(
-        resize_images(data.images, size), data.labels, data.names, data.num_classes
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from auggen.data.source import in_memory_if_small, resized
-from auggen.pipeline.stages.common import open_data
+from auggen.pipeline.stages.common import open_data, with_data_workers
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
@@ -14,16 +14,9 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
     # Streamed a batch at a time; a small set (the demo) is decoded once and held.
     data = in_memory_if_small(resized(open_data(in_dirs), cfg.gen.resolution))
     train_generator(
-        _with_workers(cfg.gen, cfg.data.workers),
+        with_data_workers(cfg.gen, cfg),
         data,
         out_dir / "model",
         device=cfg.device,
         progress=cfg.progress,
     )
-
-
-def _with_workers(gen_cfg, workers: int):
-    """``data.workers`` (when set) decides the generator's DataLoader workers."""
-    import dataclasses
-
-    return dataclasses.replace(gen_cfg, num_workers=workers) if workers else gen_cfg
