@@ -3,7 +3,7 @@ demand, a batch at a time.
 
 Memory is the index only (8 bytes of label and a few of location per image); pixels are read
 and decoded in ``read(indices)``, which DataLoader workers call. Every source is picklable
-(an open memory map is dropped and reopened in the worker that uses it) and describes itself
+(an open file is dropped and reopened in the worker that uses it) and describes itself
 as JSON (``describe()`` / ``open_source``), which is how stages hand datasets to each other.
 
 - ``TensorSource``: images already in memory (small demo sets, tests).
