@@ -1,8 +1,38 @@
-"""Where the work runs: the device check every entry point makes before it starts."""
+"""Where the work runs: the device, the torchrun process group, and how work splits.
+
+One module for what every entry point, trainer and stage needs to know about processes:
+
+- ``check_device``: can this machine run on ``--device``?
+- ``setup(device)``: join the process group torchrun describes in the environment (NCCL on
+  CUDA, gloo on CPU), pick this rank's device (``cuda:LOCAL_RANK``), and remember both;
+  ``current()`` returns them anywhere later. One process (no ``WORLD_SIZE``, or 1) starts no
+  group at all, so ``python -m auggen.pipeline`` and ``torchrun --nproc_per_node 1`` agree.
+- Collectives that name what they wait for (``barrier``, ``broadcast_object``,
+  ``gather_rows``): a rank that died or hangs surfaces as :class:`RankTimeout` after
+  ``timeout_s`` instead of a silent hang.
+- Work splitting: ``my_items`` (round-robin units: shards, grid rows, models) and
+  ``per_rank_batch`` (batch sizes are global and divided across ranks, everywhere).
+- ``autocast``: the precision policy (bf16 on CUDA by default, fp32 on CPU).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
 import torch
+import torch.distributed as dist
+
+TIMEOUT_ENV = "AUGGEN_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 1800.0  # the longest a rank waits for the others (rank-0-only work too)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class RankTimeout(RuntimeError):
+    """A collective did not complete in time: another rank died or hangs."""
 
 
 def check_device(device: str) -> torch.device:
@@ -28,3 +58,235 @@ def check_device(device: str) -> torch.device:
     if dev.type == "mps" and torch.backends.mps.is_available():
         return dev
     raise ValueError(f"device {device!r}: not available here (use cpu or cuda)")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    owns_group: bool = False  # setup() started the group, so cleanup() ends it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(env, name: str, default: int) -> int:
+    raw = env.get(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def launch_env(env=None) -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment (1 process without it)."""
+    env = os.environ if env is None else env
+    world = _env_int(env, "WORLD_SIZE", 1)
+    rank, local = _env_int(env, "RANK", 0), _env_int(env, "LOCAL_RANK", 0)
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise ValueError(f"inconsistent launcher environment: RANK={rank}, WORLD_SIZE={world}")
+    return rank, world, local
+
+
+def rank_device(device: str | torch.device, world: int, local_rank: int) -> torch.device:
+    """The device this rank uses: under several processes ``cuda`` means ``cuda:LOCAL_RANK``."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or world == 1:
+        return dev
+    if dev.index is not None and dev.index != local_rank:
+        raise ValueError(
+            f"device {str(dev)!r} under {world} processes: each rank takes cuda:LOCAL_RANK "
+            "(set CUDA_VISIBLE_DEVICES to choose GPUs); pass --device cuda"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def timeout_from_env(env=None) -> float:
+    env = os.environ if env is None else env
+    raw = env.get(TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+_current: Runtime | None = None
+
+
+def setup(device: str | torch.device = "cpu", timeout_s: float | None = None) -> Runtime:
+    """Join torchrun's group (if WORLD_SIZE > 1) and return this rank's :class:`Runtime`.
+
+    Calling it again inside a running job returns the job's runtime (the pipeline sets up
+    once; the trainers it calls find the group already there and leave it running).
+    """
+    global _current
+    rank, world, local = launch_env()
+    dev = rank_device(device, world, local)
+    if _current is not None and dist.is_available() and dist.is_initialized():
+        return Runtime(_current.rank, _current.world_size, _current.local_rank, dev,
+                       _current.timeout_s, owns_group=False)  # fmt: skip
+    timeout = timeout_from_env() if timeout_s is None else float(timeout_s)
+    owns = False
+    if world > 1:
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            kw = {"device_id": dev} if dev.type == "cuda" else {}
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout), **kw)
+            owns = True
+        rank, world = dist.get_rank(), dist.get_world_size()
+    rt = Runtime(rank, world, local, dev, timeout, owns)
+    if owns or world == 1:
+        _current = rt
+    return rt
+
+
+def current() -> Runtime:
+    """The runtime ``setup`` made (one CPU process when nothing was set up)."""
+    if _current is not None:
+        return _current
+    if dist.is_available() and dist.is_initialized():
+        return Runtime(dist.get_rank(), dist.get_world_size())
+    return Runtime()
+
+
+def cleanup(rt: Runtime) -> None:
+    """End the group if ``rt`` started it."""
+    global _current
+    if rt.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+    if rt.owns_group or not rt.enabled:
+        _current = None
+
+
+@contextlib.contextmanager
+def _waiting(rt: Runtime, what: str):
+    try:
+        yield
+    except RuntimeError as e:  # gloo/NCCL timeouts and peers that went away
+        raise RankTimeout(
+            f"rank {rt.rank}/{rt.world_size}: waited for the other ranks at {what!r} and "
+            f"gave up ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            f"another rank died or hangs (limit {rt.timeout_s:g} s, {TIMEOUT_ENV}). Rerun "
+            "the same command to resume from the last finished unit."
+        ) from e
+
+
+def barrier(what: str, rt: Runtime | None = None) -> None:
+    rt = rt or current()
+    if rt.enabled:
+        with _waiting(rt, what):
+            # gloo's barrier honours the group timeout; monitored_barrier would name the
+            # missing rank but is gloo-only, so the plain one serves both backends.
+            dist.barrier()
+
+
+def broadcast_object(obj, what: str, rt: Runtime | None = None):
+    """Rank 0's ``obj`` on every rank (in memory between our own processes)."""
+    rt = rt or current()
+    if not rt.enabled:
+        return obj
+    box = [obj if rt.is_main else None]
+    with _waiting(rt, what):
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _comm_device(rt: Runtime) -> torch.device:
+    return rt.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def gather_rows(t: torch.Tensor, what: str, rt: Runtime | None = None) -> torch.Tensor:
+    """Every rank's rows, concatenated in rank order (row counts may differ per rank)."""
+    rt = rt or current()
+    if not rt.enabled:
+        return t
+    dev = _comm_device(rt)
+    n = torch.tensor([len(t)], device=dev)
+    counts = [torch.zeros_like(n) for _ in range(rt.world_size)]
+    with _waiting(rt, what):
+        dist.all_gather(counts, n)
+        longest = int(max(int(c) for c in counts))
+        padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=dev)
+        padded[: len(t)] = t.to(dev)
+        parts = [torch.empty_like(padded) for _ in range(rt.world_size)]
+        dist.all_gather(parts, padded)
+    return torch.cat([p[: int(c)] for p, c in zip(parts, counts)]).to(t.device)
+
+
+def my_items(items: Sequence, rt: Runtime | None = None) -> list:
+    """This rank's share of ``items``, round-robin (unit u goes to rank u mod K)."""
+    rt = rt or current()
+    return list(items)[rt.rank :: rt.world_size]
+
+
+def my_block(n: int, rt: Runtime | None = None) -> range:
+    """This rank's contiguous block of ``range(n)`` (blocks in rank order cover it once)."""
+    rt = rt or current()
+    return range(rt.rank * n // rt.world_size, (rt.rank + 1) * n // rt.world_size)
+
+
+def per_rank_batch(global_batch: int, world: int, what: str = "batch_size") -> int:
+    """Batch sizes are global, over all ranks; each rank takes ``global_batch / world``."""
+    if global_batch % world:
+        raise ValueError(
+            f"{what}={global_batch} is the global batch over all ranks and must be divisible "
+            f"by the number of processes ({world}); use a multiple of {world}"
+        )
+    return global_batch // world
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """``auto``: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context ``precision`` asks for on ``device`` (a no-op for fp32)."""
+    device = torch.device(device)
+    if use_bf16(precision, device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def all_reduce_sum(t: torch.Tensor, rt: Runtime | None = None) -> torch.Tensor:
+    """``t`` summed over ranks, in place."""
+    rt = rt or current()
+    if rt.enabled:
+        with _waiting(rt, "all_reduce"):
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_buffers(module: torch.nn.Module, rt: Runtime | None = None) -> None:
+    """Copy rank 0's buffers (BN running stats, AdaFace EMAs) to every rank.
+
+    DDP syncs buffers at the start of each forward, so after the last step of an epoch each
+    rank holds its own update; this makes the ranks agree before anything is saved.
+    """
+    rt = rt or current()
+    if rt.enabled:
+        with _waiting(rt, "broadcast_buffers"):
+            for b in module.buffers():
+                dist.broadcast(b, src=0)

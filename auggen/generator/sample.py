@@ -105,6 +105,9 @@ def _solve(denoise, x, cond, steps: torch.Tensor, solver: str) -> torch.Tensor:
     return x
 
 
+DEFAULT_BATCH = 256  # images per network call when the caller does not say
+
+
 @torch.no_grad()
 def sample(
     net: nn.Module,
@@ -150,7 +153,7 @@ def sample(
         torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     )
     m = len(seeds)
-    bs = batch_size or max(m, 1)
+    bs = batch_size or min(max(m, 1), DEFAULT_BATCH)  # bounded: one huge batch fails to launch
     out = []
     # eval mode for the run: in training mode MPConv would renormalise the weights in place
     modes = [(mod, mod.training) for mod in (net, gnet) if isinstance(mod, nn.Module)]
@@ -174,6 +177,41 @@ def sample(
     if not out:
         return torch.empty(0, *shape)
     return torch.cat(out)
+
+
+def batch_from_memory(
+    free_bytes: int, per_image_bytes: int, budget: float = 0.6, lo: int = 8, hi: int = 2048
+) -> int:
+    """The largest power of two of images whose activations fit ``budget`` of free memory."""
+    n = int(budget * free_bytes // max(int(per_image_bytes), 1))
+    n = 1 << (max(n, 1).bit_length() - 1)
+    return max(lo, min(hi, n))
+
+
+@torch.no_grad()
+def auto_batch_size(net: nn.Module, device, autocast: bool = False, probe: int = 8) -> int:
+    """Images per sampler call: from the GPU's free memory and the peak memory of one
+    ``probe``-image denoiser call (activations scale with the batch); DEFAULT_BATCH on CPU."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return DEFAULT_BATCH
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    x = torch.randn(probe, net.img_channels, net.img_resolution, net.img_resolution, device=device)
+    sigma = torch.ones(probe, device=device)
+    labels = torch.zeros(probe, net.label_dim, device=device) if net.label_dim else None
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    was_training = net.training
+    net.eval()
+    try:
+        with ctx:
+            net(x, sigma, labels)
+    finally:
+        net.train(was_training)
+    per_image = (torch.cuda.max_memory_allocated(device) - base) / probe
+    free, _ = torch.cuda.mem_get_info(device)
+    return batch_from_memory(free, int(per_image * 3))  # x 3: the solver's own tensors
 
 
 def sample_euler(net, conditions, seeds, num_steps: int = 32, **kw) -> torch.Tensor:

@@ -14,19 +14,17 @@ update, so no checkpoint, snapshot or history holds anything from it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from auggen import runtime
 from auggen.data.loader import step_loader, training_source
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
@@ -93,8 +91,10 @@ class GenTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.total_kimg is None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in runtime.PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {runtime.PRECISIONS}, got {self.precision!r}"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.divergence_factor >= 0:
@@ -127,25 +127,6 @@ def edm2_loss(net, y, labels, sigma, noise, sigma_data: float) -> torch.Tensor:
     weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
     denoised, logvar = net(y + noise * sigma, sigma, labels, return_logvar=True)
     return (weight / logvar.exp()) * (denoised - y) ** 2 + logvar
-
-
-def _dist_setup(device) -> tuple[int, int]:
-    if not dist.is_available():
-        return 0, 1
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _autocast(cfg: GenTrainConfig, device: torch.device):
-    bf16 = cfg.precision == "bf16" or (
-        cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
-    if bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _net_meta(cfg: GenTrainConfig, label_dim: int, img_channels: int) -> dict:
@@ -199,11 +180,17 @@ def train_generator(
     source = training_source(data, cfg.resolution)
     if len(source) == 0:
         raise ValueError("data holds no images")
-    device = torch.device(device)
     out_dir = Path(out_dir)
-    rank, world = _dist_setup(device)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by world size {world}")
+    rt = runtime.setup(device)
+    try:
+        return _train(cfg, source, out_dir, rt, progress)
+    finally:
+        runtime.cleanup(rt)
+
+
+def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress: bool):
+    device, rank, world = rt.device, rt.rank, rt.world_size
+    b_local = runtime.per_rank_batch(cfg.batch_size, world)
     label_dim = int(cfg.label_dim if cfg.label_dim is not None else source.num_classes)
     if int(source.labels.max()) >= label_dim:
         raise ValueError(f"labels reach {int(source.labels.max())} but label_dim={label_dim}")
@@ -237,7 +224,7 @@ def train_generator(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
     fwd = torch.compile(model) if cfg.compile else model
-    total, b_local = cfg.total_steps, cfg.batch_size // world
+    total = cfg.total_steps
     batches = step_loader(
         GenStepBatches(cfg, source, channels, rank, world),
         step,
@@ -264,8 +251,7 @@ def train_generator(
             save_checkpoint(out_dir, step, tensors, state, keep=cfg.keep_checkpoints)
             _write_history(out_dir, history)
         guard.note_checkpoint(step, str(out_dir / STATE_JSON))
-        if world > 1:
-            dist.barrier()
+        runtime.barrier(f"train_gen checkpoint at step {step}", rt)
 
     # Every step's loss is judged (all ranks alike) before its update, so no snapshot or
     # checkpoint is ever written from a step with a diverged loss.
@@ -284,7 +270,7 @@ def train_generator(
             # Per batch: a dense N x classes one-hot would not fit for WebFace-sized sets.
             labels = F.one_hot(batch["labels"].to(device), label_dim).to(torch.float32)
         torch.manual_seed(int(batch["seed"]))  # dropout
-        with _autocast(cfg, device):
+        with runtime.autocast(cfg.precision, device):
             loss = edm2_loss(fwd, y, labels, sigma, noise, cfg.sigma_data)
         step_losses.add(step + 1, loss)
         (loss.sum() / b_local).backward()

@@ -2,8 +2,10 @@
 
 For every alpha row, all (beta, pair, sample) conditions go through the sampler as one
 large batch of condition rows. Sample k of pair p uses the same noise seed in every cell
-(common random numbers), so cells differ by (alpha, beta) and not by noise. The finished
-rows are saved after each alpha (atomic JSON), so an interrupted search resumes.
+(common random numbers), so cells differ by (alpha, beta) and not by noise. Each finished
+row is saved on its own (``rowNNN.json`` + its preview, atomically) in the state folder, so
+an interrupted search resumes; under torchrun row a goes to rank a mod K, and since a row's
+images depend only on its own seeds the table is the same for any K.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from auggen.files import load_bundle, read_json, save_bundle
+from auggen import runtime
+from auggen.files import atomic_write_json, load_bundle, read_json, save_bundle
 from auggen.mixing.conditions import MAX_COEF, mix_conditions, sample_pairs
 from auggen.mixing.metrics import mixing_scores
 from auggen.mixing.search import l2_normalize
@@ -60,12 +63,6 @@ class GridResult:
         return max(self.rows, key=lambda r: r["m_total"])
 
 
-def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
-
-
 def _std(x: torch.Tensor) -> float:
     return float(x.std(unbiased=False))
 
@@ -98,6 +95,21 @@ def _score_row(alpha, betas, pairs, feats, real_feats, real_labels, k, backend) 
     return rows
 
 
+def _row_files(state_dir: Path, a: int) -> tuple[Path, Path]:
+    return state_dir / f"row{a:03d}.json", state_dir / f"row{a:03d}.preview.safetensors"
+
+
+def _load_row(state_dir: Path, a: int, key: dict):
+    """(rows, preview) of a finished alpha row saved with the same config and pairs, or None."""
+    rows_path, preview_path = _row_files(state_dir, a)
+    if not (rows_path.exists() and preview_path.exists()):
+        return None
+    saved = read_json(rows_path)
+    if {k: saved.get(k) for k in key} != key:
+        return None  # another grid's row: sampled again
+    return saved["rows"], load_bundle(preview_path)["preview"]
+
+
 def grid_search(
     sample_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     embed_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -105,7 +117,7 @@ def grid_search(
     real_labels: torch.Tensor,
     label_dim: int,
     cfg: GridConfig,
-    state_path: str | os.PathLike | None = None,
+    state_dir: str | os.PathLike | None = None,
     progress: bool = False,
     after_row: Callable[[int], None] | None = None,
 ) -> GridResult:
@@ -113,8 +125,9 @@ def grid_search(
 
     ``sample_fn(conditions (M, label_dim) float, seeds (M,) int64) -> uint8 (M, C, H, W)``;
     ``embed_fn(uint8 images) -> (M, D)`` features; ``real_feats``/``real_labels`` are the
-    real training features (the source centroids). ``after_row(a)`` runs after alpha row
-    ``a`` is saved (a test hook to simulate a crash).
+    real training features (the source centroids). ``state_dir`` keeps finished rows for a
+    resume (needed under several processes: the ranks meet there). ``after_row(a)`` runs
+    after alpha row ``a`` is saved (a test hook to simulate a crash).
     """
     present = torch.unique(torch.as_tensor(real_labels))
     cfg.validate(len(present))
@@ -124,45 +137,52 @@ def grid_search(
     pick = sample_pairs(len(present), cfg.pairs, seed=cfg.seed)
     pairs = [(int(present[a]), int(present[b])) for a, b in pick.tolist()]
     k, nb, npairs = cfg.samples_per_cell, len(cfg.betas), len(pairs)
+    rt = runtime.current()
+    state = Path(state_dir) if state_dir is not None else None
+    if state is None and rt.enabled:
+        raise ValueError("grid_search under several processes needs a state_dir to meet in")
+    if state is not None:
+        state.mkdir(parents=True, exist_ok=True)
+    key = json.loads(json.dumps({"config": asdict(cfg), "pairs": pairs}))
 
-    state = {"config": asdict(cfg), "pairs": pairs, "rows": {}}
-    path = Path(state_path) if state_path is not None else None
-    preview_path = path.with_suffix(".preview.safetensors") if path is not None else None
+    rows: dict[int, list[dict]] = {}
     previews: dict[int, torch.Tensor] = {}
-    if path is not None and path.exists():
-        old = read_json(path)
-        if old.get("config") == json.loads(json.dumps(asdict(cfg))) and old["pairs"] == [
-            list(p) for p in pairs
-        ]:
-            state["rows"] = old["rows"]
-            if preview_path.exists():
-                saved = load_bundle(preview_path)
-                previews = {int(a): saved[a] for a in saved}
-
     pi = torch.tensor([p[0] for p in pairs]).repeat_interleave(k)
     pj = torch.tensor([p[1] for p in pairs]).repeat_interleave(k)
     seeds = (cfg.seed * 1_000_000 + torch.arange(npairs * k)).repeat(nb)
-    bar = tqdm(total=len(cfg.alphas) * nb, desc="grid (cells)", disable=not progress)
-    for a, alpha in enumerate(cfg.alphas):
-        if str(a) in state["rows"]:
+    mine = runtime.my_items(range(len(cfg.alphas)), rt)
+    bar = tqdm(total=len(mine) * nb, desc="grid (cells)", disable=not progress)
+    for a in mine:
+        done = _load_row(state, a, key) if state is not None else None
+        if done is not None:
             bar.update(nb)
             continue
+        alpha = cfg.alphas[a]
         cond = torch.cat(
             [mix_conditions(pi, pj, alpha, beta, label_dim, cfg.max_coef) for beta in cfg.betas]
         )
         images = sample_fn(cond, seeds)
         previews[a] = images.view(nb, npairs, k, *images.shape[1:])[:, 0, 0].clone()
         feats = l2_normalize(embed_fn(images)).view(nb, npairs, k, -1)
-        state["rows"][str(a)] = _score_row(
+        rows[a] = _score_row(
             alpha, cfg.betas, pairs, feats, real_feats, real_labels, k, cfg.backend
         )
-        if path is not None:
-            save_bundle({str(a): v for a, v in previews.items()}, preview_path)
-            _save_state(path, state)
+        if state is not None:
+            rows_path, preview_path = _row_files(state, a)
+            save_bundle({"preview": previews[a]}, preview_path)
+            atomic_write_json(rows_path, {**key, "rows": rows[a]})  # last: marks the row done
         bar.update(nb)
         if after_row is not None:
             after_row(a)
     bar.close()
-    rows = [r for a in range(len(cfg.alphas)) for r in state["rows"][str(a)]]
-    preview = torch.stack([previews[a] for a in range(len(cfg.alphas))]) if previews else None
-    return GridResult(rows=rows, pairs=pairs, preview=preview)
+    if state is not None:
+        runtime.barrier("grid: every rank's rows written", rt)
+        for a in range(len(cfg.alphas)):
+            if a not in rows:
+                done = _load_row(state, a, key)
+                if done is None:
+                    raise RuntimeError(f"{state}: alpha row {a} is missing after every rank ended")
+                rows[a], previews[a] = done
+    table = [r for a in range(len(cfg.alphas)) for r in rows[a]]
+    preview = torch.stack([previews[a] for a in range(len(cfg.alphas))])
+    return GridResult(rows=table, pairs=pairs, preview=preview)

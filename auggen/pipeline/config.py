@@ -44,12 +44,16 @@ class SampleConfig:
     rho: float = 7.0
     guidance: float = 1.0
     solver: str = "heun"
-    batch_size: int = 256  # images per sampler call (memory); conditions are batched above
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    # Images per network call (memory, speed; not fingerprinted). 0: chosen from the GPU's
+    # free memory (256 on CPU).
+    batch_size: int = 256
 
 
 @dataclass(frozen=True)
 class ReproConfig:
     images_per_identity: int = 5  # D_repro: G(one-hot c_i) images per original identity
+    shard_identities: int = 16  # identities per part (the unit of resume and of rank split)
     seed: int = 1
 
 
@@ -109,11 +113,12 @@ class PipelineConfig:
     device: str = "cpu"  # device, threads, progress: not part of any stage's fingerprint
     threads: int = 0  # torch CPU threads; 0: torch's default
     progress: bool = True
+    dist_timeout_s: float = 1800.0  # under torchrun: the longest a rank waits for the others
 
     def validate(self, device: bool = True) -> None:
         """Reject bad settings before any stage runs (so nothing finished is touched);
         ``device``: also check that this machine can run on ``self.device``."""
-        from auggen.runtime import check_device
+        from auggen.runtime import PRECISIONS, check_device
 
         if device:
             check_device(self.device)
@@ -157,6 +162,18 @@ class PipelineConfig:
         bad = [v for v in self.train_mix.variants if v not in VARIANTS]
         if bad:
             raise ValueError(f"train_mix.variants must be among {VARIANTS}, got {bad}")
+        if self.repro.shard_identities < 1:
+            raise ValueError(
+                f"repro.shard_identities must be >= 1, got {self.repro.shard_identities}"
+            )
+        if self.sample.precision not in PRECISIONS:
+            raise ValueError(
+                f"sample.precision must be one of {PRECISIONS}, got {self.sample.precision!r}"
+            )
+        if self.sample.batch_size < 0:
+            raise ValueError(f"sample.batch_size must be >= 0, got {self.sample.batch_size}")
+        if self.dist_timeout_s <= 0:
+            raise ValueError(f"dist_timeout_s must be > 0, got {self.dist_timeout_s}")
         if self.sample.num_steps < 1:
             raise ValueError(f"sample.num_steps must be >= 1, got {self.sample.num_steps}")
         if self.gen.resolution < 8:

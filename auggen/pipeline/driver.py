@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from auggen import runtime
 from auggen.pipeline.lock import RunLock
 from auggen.pipeline.stage import (
     DONE,
@@ -15,6 +17,7 @@ from auggen.pipeline.stage import (
     done_token,
     external_inputs,
     fingerprint,
+    follow_stage,
     run_stage,
     stage_state,
 )
@@ -73,16 +76,87 @@ def run_pipeline(
     if hasattr(cfg, "validate"):
         cfg.validate()
     out_root = Path(out_root)
-    with RunLock(out_root):
-        return _run_locked(cfg, out_root, registry, selected, forced, log)
+    rt = runtime.setup(getattr(cfg, "device", "cpu"), getattr(cfg, "dist_timeout_s", None))
+    try:
+        cfg = _for_this_rank(cfg, rt)
+        if getattr(cfg, "threads", 0):
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+        if not rt.is_main:
+            return _follow(cfg, out_root, registry)
+        leader = _Leader(rt)
+        try:
+            with RunLock(out_root):
+                status = _run_locked(cfg, out_root, registry, selected, forced, log, leader)
+        except BaseException as e:
+            leader.stop(e)
+            raise
+        leader.send({"action": "end", "status": status})
+        return status
+    finally:
+        runtime.cleanup(rt)
 
 
-def _run_locked(cfg, out_root: Path, registry, selected, forced, log) -> dict[str, str]:
+def _for_this_rank(cfg, rt: runtime.Runtime):
+    """This rank's device (``cuda:LOCAL_RANK``); progress bars on rank 0 only."""
+    if not hasattr(cfg, "__dataclass_fields__"):
+        return cfg
+    changes = {}
+    if "device" in cfg.__dataclass_fields__:
+        changes["device"] = str(rt.device)
+    if "progress" in cfg.__dataclass_fields__ and not rt.is_main:
+        changes["progress"] = False
+    return dataclasses.replace(cfg, **changes)
+
+
+class _Leader:
+    """Rank 0's side of the conversation: it decides, the other ranks follow.
+
+    Between stages the other ranks wait for rank 0's next message ("run stage X in folder
+    Y", "end", or "stop"). Inside a stage every rank runs its share and meets the others
+    at the stage's closing barrier, so nothing is sent while they are busy.
+    """
+
+    def __init__(self, rt: runtime.Runtime):
+        self.rt, self.listening = rt, True
+
+    def send(self, msg: dict) -> None:
+        if self.rt.enabled:
+            runtime.broadcast_object(msg, "rank 0's next decision", self.rt)
+
+    def run(self, name: str, work: Path) -> None:
+        self.send({"action": "run", "stage": name, "work": str(work)})
+        self.listening = False
+
+    def stage_finished(self) -> None:
+        self.listening = True
+
+    def stop(self, e: BaseException) -> None:
+        """Tell waiting ranks why rank 0 stops (busy ones are stopped by torchrun or time
+        out: a message they are not waiting for would pair with the wrong collective)."""
+        if self.rt.enabled and self.listening:
+            try:
+                self.send({"action": "stop", "reason": f"{type(e).__name__}: {e}"})
+            except runtime.RankTimeout:
+                pass
+
+
+def _follow(cfg, out_root: Path, registry) -> dict[str, str]:
+    """Ranks other than 0: run each stage rank 0 starts, until it ends the run."""
+    while True:
+        msg = runtime.broadcast_object(None, "rank 0's next decision")
+        if msg["action"] == "end":
+            return msg["status"]
+        if msg["action"] == "stop":
+            raise RuntimeError(f"rank 0 stopped the run: {msg['reason']}")
+        stage = registry[msg["stage"]]
+        in_dirs = {d: out_root / d for d in stage.needs}
+        follow_stage(stage, cfg, in_dirs, Path(msg["work"]))
+
+
+def _run_locked(cfg, out_root: Path, registry, selected, forced, log, leader) -> dict[str, str]:
     device = getattr(cfg, "device", "cpu")
-    if getattr(cfg, "threads", 0):
-        import torch
-
-        torch.set_num_threads(cfg.threads)
     current: dict[str, bool] = {}
     status: dict[str, str] = {}
     for name, stage in registry.items():
@@ -129,11 +203,22 @@ def _run_locked(cfg, out_root: Path, registry, selected, forced, log) -> dict[st
                 verb = "resuming" if stage_state(work, fp) == "partial" else "running"
             elif stage_state(work, fp) == "partial":
                 verb += " (resuming the pending rerun)"
-            log(f"[{name}] {verb}: {stage.summary or name}")
+            ranks = f" on {leader.rt.world_size} processes" if leader.rt.enabled else ""
+            log(f"[{name}] {verb}{ranks}: {stage.summary or name}")
             in_dirs = {d: out_root / d for d in stage.needs}
             wall = run_stage(
-                stage, cfg, in_dirs, work, fp, tokens, device=device, log=log, external=external
+                stage,
+                cfg,
+                in_dirs,
+                work,
+                fp,
+                tokens,
+                device=device,
+                log=log,
+                external=external,
+                ready=lambda: leader.run(name, work),  # noqa: B023  (called inside this turn)
             )
+            leader.stage_finished()
             if keep_finished:
                 _replace_finished(out_dir, work, backup, keep_old=state == "stale")
             log(f"[{name}] finished in {wall:.1f} s")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from auggen import runtime
 from auggen.files import UnsafeOrCorruptFile, read_json, remove_temp_files
 from auggen.files import atomic_write_json as write_json
 from auggen.pipeline.overrides import to_dict
@@ -42,6 +43,9 @@ class Stage:
     summary: str = ""
     # inputs(cfg) -> JSON-able fingerprint of files read from outside the run folder
     inputs: Callable | None = None
+    # Under torchrun: "all" ranks run ``run`` and split its work (auggen.runtime.my_items),
+    # or the "main" rank alone runs it while the others wait.
+    ranks: str = "all"
 
 
 def done_token(stage_dir: Path) -> str | None:
@@ -56,7 +60,12 @@ def stage_config(stage: Stage, cfg) -> dict:
 
 
 # Settings that change how fast a stage runs, never what it writes: not fingerprinted.
-RUNTIME_KEYS = {"data": ("workers",), "fr": ("num_workers",), "gen": ("num_workers",)}
+RUNTIME_KEYS = {
+    "data": ("workers",),
+    "fr": ("num_workers",),
+    "gen": ("num_workers",),
+    "sample": ("batch_size",),  # the images are the same in any batch (per-image seeds)
+}
 
 
 def _section(cfg, key: str):
@@ -162,8 +171,14 @@ def run_stage(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     external=None,
+    ready: Callable[[], None] | None = None,
 ) -> float:
-    """Run (or resume) one stage in ``out_dir`` and mark it DONE; returns wall seconds."""
+    """Run (or resume) one stage in ``out_dir`` and mark it DONE; returns wall seconds.
+
+    On rank 0 of a torchrun job: ``ready()`` (the driver tells the other ranks to start) runs
+    once the folder and ``config.json`` are in place; ``DONE`` is written only after every
+    rank has finished its share (:func:`follow_stage` on the others).
+    """
     out_dir = Path(out_dir)
     state = stage_state(out_dir, fp)
     if state == "stale":  # the driver keeps finished results elsewhere first
@@ -193,14 +208,30 @@ def run_stage(
         "threads": torch.get_num_threads(),
         "resumed": state == "partial",
         "attempts": attempts + 1,
+        "processes": runtime.current().world_size,
     }
     with _Clock(out_dir / TIMING, base, previous) as clock:
         try:  # config.json inside: an interrupt after it is always recorded
             write_json(out_dir / CONFIG, config)
-            stage.run(cfg, in_dirs, out_dir)
+            if ready is not None:
+                ready()
+            _run_share(stage, cfg, in_dirs, out_dir)
         except BaseException:
             clock.write("interrupted")
             raise
         wall = clock.write("done")
     write_json(out_dir / DONE, {"token": uuid.uuid4().hex, "finished": time.time()})
     return wall
+
+
+def _run_share(stage: Stage, cfg, in_dirs, out_dir: Path) -> None:
+    """This rank's part of the stage, then wait until every rank has done its part."""
+    rt = runtime.current()
+    if stage.ranks == "all" or rt.is_main:
+        stage.run(cfg, in_dirs, out_dir)
+    runtime.barrier(f"end of stage {stage.name}", rt)
+
+
+def follow_stage(stage: Stage, cfg, in_dirs, out_dir: Path) -> None:
+    """A rank other than 0: its share of a stage that rank 0 prepared in ``out_dir``."""
+    _run_share(stage, cfg, in_dirs, Path(out_dir))

@@ -10,6 +10,7 @@ from auggen.data.loader import read_batch
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
 from auggen.recognition.augment import augment_batch
+from auggen.runtime import per_rank_batch
 
 
 def check_data(data: LabeledImages | ImageSource) -> None:
@@ -46,14 +47,16 @@ class EpochBatches:
     normalised + augmented; otherwise uint8, augmented by the trainer on its device.
 
     The permutation is seeded by (seed, epoch) and cut into ``steps`` global batches of
-    ``batch_size x world_size``; rank r takes the r-th ``batch_size`` of each (the
-    DistributedSampler layout), so ranks never share an image within an epoch.
+    ``batch_size`` (global); rank r takes the r-th ``batch_size / world_size`` of each (the
+    DistributedSampler layout), so ranks never share an image within an epoch and any
+    world size trains on the same global batches.
     """
 
     def __init__(self, source: ImageSource, cfg, epoch: int, info, steps: int, augment_here):
         self.source, self.cfg, self.epoch = source, cfg, epoch
         self.rank, self.augment_here = info.rank, augment_here
-        b, w = cfg.batch_size, info.world_size
+        w = info.world_size
+        b = per_rank_batch(cfg.batch_size, w)
         order = torch.randperm(len(source), generator=seeded_generator(cfg.seed, epoch, 1 << 30))
         # clone: keep this rank's slice only, not the whole permutation
         self.index = order[: steps * b * w].view(steps, w, b)[:, info.rank].clone()

@@ -2,10 +2,11 @@
 with exact resume.
 
 SGD (momentum, weight decay on all but BN parameters), linear warm-up then step or cosine decay
-per iteration, bf16 autocast on CUDA, DDP when launched with torchrun (``batch_size`` is per
-rank). Every random choice (epoch order, augmentation, partial-FC negatives) comes from a
-generator seeded by (seed, epoch, step, rank), so a run resumed from a checkpoint, at an epoch
-end or inside an epoch (``checkpoint_every_steps``), retraces the uninterrupted one. Each
+per iteration, bf16 autocast on CUDA, DDP when launched with torchrun (``batch_size`` is
+global: each of K ranks takes ``batch_size / K``, so any K trains on the same global batches).
+Every random choice (epoch order, augmentation, partial-FC negatives) comes from a generator
+seeded by (seed, epoch, step, rank), so a run resumed from a checkpoint, at an epoch end or
+inside an epoch (``checkpoint_every_steps``), retraces the uninterrupted one. Each
 step's images are read from the source when needed (``num_workers`` DataLoader workers read
 and augment ahead), so a dataset never has to fit in memory. A non-finite or exploding loss
 stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before anything from that
@@ -29,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from auggen import runtime as D
 from auggen.data.loader import step_loader, training_source
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
 from auggen.files import load_safetensors, load_torch_weights, read_json
-from auggen.recognition import distributed as D
 from auggen.recognition.augment import AugmentConfig, augment_batch
 from auggen.recognition.batches import (
     EpochBatches,
@@ -82,7 +83,7 @@ class FRTrainConfig:
     head_kwargs: dict = field(default_factory=dict)  # e.g. {"m": 0.4, "h": 0.333, "s": 64}
     partial_fc_rate: float = 1.0  # fraction of classes per step (1 = all)
     epochs: int = 26
-    batch_size: int = 512  # per rank (a step trains on batch_size x world_size images)
+    batch_size: int = 512  # global, over all ranks (each takes batch_size / world_size)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -203,7 +204,8 @@ def train_fr(
     """Train (or resume) and return the backbone in eval mode; see the module docstring."""
     source = training_source(data, cfg.input_size)
     check_data(source)
-    info, device = D.setup(device)
+    info = D.setup(device)
+    device = info.device
     try:
         return _train(cfg, source, Path(out_dir), device, progress, info)
     finally:
@@ -211,11 +213,11 @@ def train_fr(
 
 
 def _train(cfg, source, out, device, progress, info) -> nn.Module:
-    b, world = cfg.batch_size, info.world_size
-    steps = len(source) // (b * world)
+    D.per_rank_batch(cfg.batch_size, info.world_size)  # a clear error before any work
+    steps = len(source) // cfg.batch_size
     if steps == 0:
         raise ValueError(
-            f"batch_size {b} x world size {world} exceeds the {len(source)} images; "
+            f"batch_size {cfg.batch_size} (global) exceeds the {len(source)} images; "
             "lower batch_size"
         )
     if info.is_main:
@@ -255,8 +257,8 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         guard.load_state_dict(ckpt.get("loss_guard"))
         guard.note_checkpoint(step, checkpoint_label(ckpt_path, start_epoch, partial))
     # All ranks judge the same all-reduced losses, so they stop together (no rank hangs).
-    step_losses = StepLosses(guard, every=_CHECK_EVERY, world_size=world)
-    D.barrier(info)
+    step_losses = StepLosses(guard, every=_CHECK_EVERY, world_size=info.world_size)
+    D.barrier("train_fr", info)
     train_model = model
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -316,7 +318,7 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
                 correct = (logits.argmax(1) == y).sum()
                 totals += torch.stack([loss.detach() * len(y), correct, correct.new_tensor(len(y))])
             if not bar.disable and (i % _BAR_EVERY == 0 or i + 1 == steps):
-                rate = (i + 1 - first) * b * world / (time.perf_counter() - t0)
+                rate = (i + 1 - first) * cfg.batch_size / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
             bar.update()
             every = cfg.checkpoint_every_steps
@@ -324,7 +326,7 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
                 done = D.all_reduce_sum(totals.clone(), info).tolist()
                 seconds = seconds_before + time.perf_counter() - t0
                 save(epoch, {"totals": done, "seconds": seconds})
-                D.barrier(info)
+                D.barrier("train_fr", info)
         bar.close()
         step_losses.flush()  # judge the epoch's last losses before its history/checkpoint
         D.all_reduce_sum(totals, info)
@@ -350,10 +352,10 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
             write_history(out, history)
         if save_now:
             save(epoch + 1, None)
-        D.barrier(info)
+        D.barrier("train_fr", info)
     if info.is_main:
         save_weights(backbone.state_dict(), out / "model.safetensors")
-    D.barrier(info)
+    D.barrier("train_fr", info)
     return backbone.eval()
 
 

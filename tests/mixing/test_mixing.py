@@ -208,7 +208,7 @@ def test_grid_search_resumes_after_crash(tmp_path):
         if a == 1:
             raise RuntimeError("simulated crash")
 
-    state = tmp_path / "grid_state.json"
+    state = tmp_path / "grid_rows"
     with pytest.raises(RuntimeError, match="simulated"):
         grid_search(_fake_sampler([]), _embed, feats, labels, 5, cfg, state, after_row=crash)
     calls = []

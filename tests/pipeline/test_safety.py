@@ -89,7 +89,7 @@ PLANTED = [
     ("repro/parts/part00000.rec", "repro", ["repro/DONE"]),
     ("generate/shards/shard00000.json", "generate", ["generate/DONE"]),
     ("generate/shards/shard00000.rec", "report", None),
-    ("grid/grid_state.preview.safetensors", "grid", ["grid/DONE"]),
+    ("grid/rows/row000.preview.safetensors", "grid", ["grid/DONE"]),
     ("grid/best.json", "generate", None),
     (f"{FR0}/model.safetensors", "evaluate", None),
     (f"{FR0}/config.json", "grid", None),

@@ -7,8 +7,8 @@ import torch
 from auggen.data import read_recordio, write_recordio
 from auggen.data.source import FolderSource, RecordIOSource, TensorSource
 from auggen.recognition.batches import EpochBatches, check_data
-from auggen.recognition.distributed import DistInfo
 from auggen.recognition.train import FRTrainConfig, train_fr
+from auggen.runtime import Runtime as DistInfo
 from tests.recognition.conftest import toy_faces
 
 TINY = dict(backbone="ir18", width=8, input_size=32, embedding_size=32, batch_size=16)
@@ -47,7 +47,7 @@ def test_a_source_at_another_size_is_resized_per_batch_like_images_in_memory(tmp
 
 def test_ranks_take_disjoint_slices_of_the_epoch_permutation():
     source = TensorSource(toy_faces(per_class=8), 32)  # 32 images
-    cfg = tiny(batch_size=4)
+    cfg = tiny(batch_size=8)  # global: 4 per rank
     ranks = [EpochBatches(source, cfg, 1, DistInfo(r, 2), 4, False) for r in (0, 1)]
     seen = torch.cat([torch.cat([r.index[s] for s in range(4)]) for r in ranks])
     assert sorted(seen.tolist()) == list(range(32))

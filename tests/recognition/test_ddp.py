@@ -11,7 +11,7 @@ CFG = FRTrainConfig(
     width=4,
     input_size=16,
     embedding_size=16,
-    batch_size=8,
+    batch_size=16,  # global: 8 per rank
     epochs=2,
     milestones=(),
     partial_fc_rate=0.5,
@@ -49,6 +49,6 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
         assert torch.equal(a[k], b[k]), k
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert len(history) == 3  # header + 2 epochs, written once by rank 0
-    # 64 images / (8 per rank x 2 ranks) = 4 steps per epoch.
+    # 64 images / 16 per step (8 per rank) = 4 steps per epoch.
     assert history[-1].split(",")[1] == "8"
     assert (tmp_path / "run" / "model.safetensors").exists()

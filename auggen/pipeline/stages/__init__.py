@@ -22,6 +22,7 @@ STAGES: dict[str, Stage] = {
         ("data",),
         "load, check and split D_orig",
         inputs=lambda cfg: data_fingerprint(cfg.data),
+        ranks="main",
     ),
     "train_gen": Stage(
         "train_gen", train_gen.run, ("data",), ("gen",), "train the EDM2 generator G on D_orig"
@@ -74,5 +75,6 @@ STAGES: dict[str, Stage] = {
         ("data", "train_gen", "train_fr", "repro", "grid", "generate", "train_mix", "evaluate"),
         ("report",),
         "report.md",
+        ranks="main",
     ),
 }

@@ -48,9 +48,12 @@ def load_gen(in_dirs, device: str):
 
 def sampler(net, cfg):
     """(conditions (M, L), seeds (M,)) -> uint8 images (M, 3, R, R) through the Heun sampler."""
-    from auggen.generator.sample import sample, to_uint8
+    from auggen.generator.sample import auto_batch_size, sample, to_uint8
+    from auggen.runtime import use_bf16
 
     s = cfg.sample
+    bf16 = use_bf16(s.precision, cfg.device)
+    batch = s.batch_size or auto_batch_size(net, cfg.device, autocast=bf16)
 
     def sample_fn(conditions: torch.Tensor, seeds) -> torch.Tensor:
         x = sample(
@@ -62,8 +65,9 @@ def sampler(net, cfg):
             sigma_max=s.sigma_max,
             rho=s.rho,
             guidance=s.guidance,
-            batch_size=s.batch_size,
+            batch_size=batch,
             solver=s.solver,
+            autocast=bf16,
         )
         return to_uint8(x)
 
@@ -89,9 +93,23 @@ def open_data(in_dirs, name: str = "train"):
     return open_index(Path(in_dirs["data"]) / f"{name}.index.json")
 
 
-def embed_source(embed, src, batch: int = 1024) -> torch.Tensor:
-    """Embeddings of every image of ``src``, reading ``batch`` images at a time."""
+def embed_source(embed, src, batch: int = 1024, split: bool = False) -> torch.Tensor:
+    """Embeddings of every image of ``src``, reading ``batch`` images at a time.
+
+    ``split``: every rank of a torchrun job calls this; each embeds its own contiguous block
+    and all receive the whole table (in image order).
+    """
+    from auggen import runtime
+
+    rt = runtime.current()
+    block = runtime.my_block(len(src), rt) if split else range(len(src))
     feats = [
-        embed(src.read(range(lo, min(lo + batch, len(src))))) for lo in range(0, len(src), batch)
+        embed(src.read(range(lo, min(lo + batch, block.stop))))
+        for lo in range(block.start, block.stop, batch)
     ]
-    return torch.cat(feats) if feats else torch.empty(0)
+    mine = torch.cat(feats) if feats else None
+    if not (split and rt.enabled):
+        return mine if mine is not None else torch.empty(0)
+    if mine is None:  # a rank with no images still takes part, with the right row width
+        mine = torch.empty(0, embed(src.read([0])).shape[1]) if len(src) else torch.empty(0, 0)
+    return runtime.gather_rows(mine.float(), "embeddings of every rank's block", rt)

@@ -3,7 +3,10 @@
 Writes metrics.csv (one row per model, seed, benchmark, metric) and summary.json (mean and
 std over seeds). Verification: 10-fold accuracy on insightface's threshold grid and TAR@FAR
 (only FARs with at least ``eval.min_impostors_per_far`` impostor pairs per unit of FAR);
-identification: rank-1.
+identification: rank-1. Each model (variant, seed) is one unit, saved as
+``models/<variant>-seed<k>.json`` when scored (the unit of resume); under torchrun unit u goes
+to rank u mod K (a model's benchmarks stay on one rank: at most #variants x #seeds ranks are
+busy), and rank 0 joins them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from auggen import runtime
 from auggen.files import read_json
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import embed_source, embedder, fr_run_dir, load_fr
@@ -87,21 +91,24 @@ def models(cfg, in_dirs):
 
 def run(cfg, in_dirs, out_dir) -> None:
     benches = load_benchmarks(in_dirs["data"])
-    rows = []
-    for variant, stage_dir in models(cfg, in_dirs):
-        for seed in cfg.seeds:
-            embed = embedder(load_fr(fr_run_dir(stage_dir, variant, seed), cfg.device), cfg)
-            for b in benches:
-                for metric, value in evaluate_model(embed, b, cfg).items():
-                    rows.append(
-                        {
-                            "model": variant,
-                            "seed": seed,
-                            "benchmark": b["name"],
-                            "metric": metric,
-                            "value": value,
-                        }
-                    )
+    units = [(v, d, seed) for v, d in models(cfg, in_dirs) for seed in cfg.seeds]
+    unit_dir = out_dir / "models"
+    unit_dir.mkdir(exist_ok=True)
+    for variant, stage_dir, seed in runtime.my_items(units):  # a model per rank at a time
+        path = unit_dir / f"{variant}-seed{seed}.json"
+        if path.exists():
+            continue  # evaluated before an interruption
+        embed = embedder(load_fr(fr_run_dir(stage_dir, variant, seed), cfg.device), cfg)
+        rows = [
+            {"model": variant, "seed": seed, "benchmark": b["name"], "metric": m, "value": v}
+            for b in benches
+            for m, v in evaluate_model(embed, b, cfg).items()
+        ]
+        write_json(path, rows)
+    runtime.barrier("evaluate: every rank's models scored")
+    if not runtime.current().is_main:
+        return
+    rows = [r for v, _, seed in units for r in read_json(unit_dir / f"{v}-seed{seed}.json")]
     write_csv(out_dir / "metrics.csv", rows)
     write_json(out_dir / "summary.json", summarize(rows))
     write_json(

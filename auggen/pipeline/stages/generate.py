@@ -3,7 +3,8 @@
 Identity n (label N_orig + n) mixes a random pair of distinct classes (i, j); its K images
 use seeds ``seed * 10^6 + n K + k``. Work is sharded by identity: ``shards/shardNNNNN.rec``
 (insightface RecordIO, PNG records) + ``.json`` (its manifest rows, written last), so a
-killed run resumes at the first unfinished shard and reproduces the same images. Then:
+killed run resumes at the first unfinished shard and reproduces the same images. Under
+torchrun shard s goes to rank s mod K; the shards are the same for any K. Then, on rank 0:
 ``aug.index.json`` (the view over the shards that ``train_mix`` reads), ``manifest.csv``,
 optionally PNG copies under ``images/`` (``generate.write_images``) and one merged
 ``aug.rec`` (``generate.write_recordio``), and the leakage audit (``leakage.csv``,
@@ -17,6 +18,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from auggen import runtime
 from auggen.files import read_json
 from auggen.mixing import mix_conditions, sample_pairs
 from auggen.pipeline.faults import fault_point
@@ -68,9 +70,8 @@ def run(cfg, in_dirs, out_dir) -> None:
     shard_dir.mkdir(exist_ok=True)
     n_shards = -(-g.new_identities // per)
     prefixes = [shard_dir / f"shard{s:05d}" for s in range(n_shards)]
-    for s in tqdm(range(n_shards), desc="generate (shards)", disable=not cfg.progress):
-        if shard_done(prefixes[s]):
-            continue
+    todo = [s for s in runtime.my_items(range(n_shards)) if not shard_done(prefixes[s])]
+    for s in tqdm(todo, desc="generate (shards)", disable=not cfg.progress):
         ids = torch.arange(s * per, min((s + 1) * per, g.new_identities))
         rows = ids.repeat_interleave(k)
         cond = mix_conditions(pairs[rows, 0], pairs[rows, 1], alpha, beta, net.label_dim)
@@ -100,6 +101,15 @@ def run(cfg, in_dirs, out_dir) -> None:
             prefixes[s], images, n_orig + rows, total, {"manifest": manifest, "sample_s": sample_s}
         )
         fault_point("generate", s)
+    runtime.barrier("generate: every rank's shards written")
+    if runtime.current().is_main:  # the rest reads all shards once: rank 0 alone
+        _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin)
+
+
+def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin) -> None:
+    """The view over the shards, the manifest, exports and the leakage audit."""
+    g, k = cfg.generate, cfg.generate.images_per_identity
+    real = open_data(in_dirs)
     aug, sidecars = index_shards(prefixes, total, cfg.gen.resolution, out_dir / "aug.index.json")
     manifest = [r for sc in sidecars for r in sc["manifest"]]
     write_csv(out_dir / "manifest.csv", manifest)

@@ -1,6 +1,8 @@
 """Stage ``grid``: the (alpha, beta) grid search with M_orig features -> best.json.
 
-Outputs grid.csv, heatmap.png (m_s, m_d, m_total), best.json, preview.png (pair 0, sample 0
+Rows of the grid are split across torchrun ranks (``rows/``: one file per finished row, the
+unit of resume); M_orig's embeddings of D_orig are split by blocks and gathered. Rank 0
+writes grid.csv, heatmap.png (m_s, m_d, m_total), best.json, preview.png (pair 0, sample 0
 across the grid, its two sources on the left) and stats.json (images/s, seconds per cell).
 """
 
@@ -10,6 +12,7 @@ import time
 
 import torch
 
+from auggen import runtime
 from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
 from auggen.pipeline.faults import fault_point
 from auggen.pipeline.figures import montage, save_png
@@ -29,7 +32,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     real = open_data(in_dirs)
     embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
     net = load_gen(in_dirs, cfg.device)
-    real_feats = embed_source(embed, real, cfg.embed.batch_size)
+    real_feats = embed_source(embed, real, cfg.embed.batch_size, split=True)
     sample_fn, timed = sampler(net, cfg), {"s": 0.0, "images": 0}
 
     def timed_sample(cond, seeds):
@@ -47,11 +50,13 @@ def run(cfg, in_dirs, out_dir) -> None:
         real.labels,
         net.label_dim,
         cfg.grid,
-        state_path=out_dir / "grid_state.json",
+        state_dir=out_dir / "rows",
         progress=cfg.progress,
         after_row=lambda a: fault_point("grid", a),
     )
     wall = time.perf_counter() - t0
+    if not runtime.current().is_main:
+        return  # rank 0 writes the outputs
     write_grid_csv(out_dir / "grid.csv", res.rows)
     write_best(out_dir / "best.json", res.rows, res.pairs)
     plot_heatmaps(out_dir / "heatmap.png", res.rows)

@@ -1,9 +1,13 @@
-"""Stage ``train_fr``: the baseline FR models on D_orig, one per seed; seed 0's is M_orig."""
+"""Stage ``train_fr``: the baseline FR models on D_orig, one per seed; seed 0's is M_orig.
+
+Under torchrun every rank trains each seed together (DDP); rank 0 writes the outputs.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from auggen import runtime
 from auggen.data.source import in_memory_if_small, resized
 from auggen.pipeline.faults import fault_point
 from auggen.pipeline.stage import write_json
@@ -16,15 +20,24 @@ def train_runs(cfg, data, out_dir: Path, variant: str, stage: str) -> None:
     """One ``train_fr`` per seed under ``out_dir/<variant>/seed<k>``; a finished one is kept."""
     from auggen.recognition.train import train_fr
 
+    rt = runtime.current()
     for k, seed in enumerate(cfg.seeds):
         run_dir = fr_run_dir(out_dir, variant, seed)
-        if (run_dir / FINISHED).exists():
+        # Rank 0 looks: a FINISHED written between two ranks' looks must not split them.
+        if runtime.broadcast_object((run_dir / FINISHED).exists(), f"{variant} seed {seed}", rt):
             continue
+        # Every rank trains the seed together (DDP, the global batch split across ranks).
         train_fr(fr_config(cfg, seed), data, run_dir, device=cfg.device, progress=cfg.progress)
-        write_json(
-            run_dir / FINISHED,
-            {"variant": variant, "seed": seed, "images": len(data), "classes": data.num_classes},
-        )
+        if rt.is_main:
+            write_json(
+                run_dir / FINISHED,
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "images": len(data),
+                    "classes": data.num_classes,
+                },
+            )
         fault_point(stage, k)
 
 
