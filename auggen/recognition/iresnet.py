@@ -124,9 +124,18 @@ def build_backbone(name: str, input_size: int = 112, embedding_size: int = 512, 
     """Build ``name`` (one of BACKBONES) for (N, 3, input_size, input_size) inputs in [-1, 1].
 
     Keyword arguments: ``width`` (stem channels, default 64), ``dropout`` (before fc, default 0).
+    ``adaface_ir18/34/50/101`` build AdaFace's layout instead (:mod:`.adaface_net`: BGR input,
+    returns ``(unit embedding, norm)``); they load AdaFace weights and are not in BACKBONES.
     """
+    from auggen.recognition.adaface_net import ADAFACE_DEPTHS, build_adaface_backbone
+
+    if name in ADAFACE_DEPTHS:
+        return build_adaface_backbone(name, input_size, embedding_size, **kw)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+        raise ValueError(
+            f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)} "
+            f"or AdaFace's layout {list(ADAFACE_DEPTHS)}"
+        )
     if not isinstance(input_size, int) or input_size < 16 or input_size % 16:
         raise ValueError(f"input_size must be a positive multiple of 16, got {input_size!r}")
     if embedding_size < 1:
