@@ -3,13 +3,16 @@
 ``build_backbone(name, input_size, embedding_size, width=64)`` -> nn.Module mapping float
 (N, 3, S, S) in [-1, 1] to unnormalised (N, embedding_size) embeddings;
 ``build_head(name, embedding_size, num_classes, **kw)`` -> ``head(embeddings, labels) -> logits``;
-``train_fr`` / ``load_backbone`` / ``FRTrainConfig`` live in ``auggen.recognition.train``.
+``train_fr`` / ``load_backbone`` / ``FRTrainConfig`` live in ``auggen.recognition.train``;
+``load_pretrained(path)`` -> RGB [-1, 1] in, unit embeddings out, for insightface ``.pth``,
+AdaFace ``.ckpt`` and this project's runs (``adaface_ir*``: AdaFace's layout, see adaface_net).
 """
 
 from auggen.recognition.augment import AugmentConfig, augment_batch
 from auggen.recognition.heads import HEADS, AdaFace, ArcFace, CosFace, build_head
 from auggen.recognition.iresnet import BACKBONES, IResNet, build_backbone
 from auggen.recognition.partial_fc import sample_classes
+from auggen.recognition.pretrained import Embedder, load_pretrained
 from auggen.recognition.train import PRESETS, FRTrainConfig, load_backbone, train_fr
 
 __all__ = [
@@ -20,12 +23,14 @@ __all__ = [
     "ArcFace",
     "AugmentConfig",
     "CosFace",
+    "Embedder",
     "FRTrainConfig",
     "IResNet",
     "augment_batch",
     "build_backbone",
     "build_head",
     "load_backbone",
+    "load_pretrained",
     "sample_classes",
     "train_fr",
 ]
