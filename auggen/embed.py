@@ -1,0 +1,212 @@
+"""``python -m auggen.embed MODEL INPUT --out OUT.npy``: face embeddings from any loadable model.
+
+MODEL is anything :func:`auggen.recognition.load_pretrained` reads (insightface ``.pth``, AdaFace
+``.ckpt``, an auggen FR run). INPUT is an image folder (``root/<identity>/<image>``), an
+insightface RecordIO (``train.rec`` + ``.idx``, its folder or prefix) or a verification ``.bin``.
+Images are decoded at the model's input size a chunk ahead of the model, embedded in batches
+with the insightface test protocol (image + mirror, summed, L2-normalised) and written as
+
+- ``OUT.npy``: float32 (N, D), one unit row per image, in the input's order;
+- ``OUT.labels.npy``: int64 (N,) identity labels (folder, RecordIO), or for a ``.bin``
+  ``OUT.issame.npy``: bool (N/2,) for the pairs (2i, 2i+1);
+- ``OUT.names.txt``: one image name a line (``identity/file``, ``train.rec:key``, ``bin[i]``);
+- ``OUT.json``: what was embedded, with which model and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from auggen.files import UnsafeOrCorruptFile, atomic_write_bytes, atomic_write_json
+
+LOAD_ERRORS = (FileNotFoundError, ValueError, UnsafeOrCorruptFile, OSError)
+
+
+def open_images(path, size: int):
+    """(ImageSource at ``size`` px, kind, extra arrays to write) for a folder, .rec or .bin."""
+    from auggen.data.source import FolderSource, RecordIOSource, TensorSource
+
+    path = Path(path)
+    rec = _recordio_path(path)
+    if path.suffix == ".bin":
+        from auggen.data.types import LabeledImages
+        from auggen.data.verification_bin import read_verification_bin
+
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such verification .bin")
+        images, issame = read_verification_bin(path, size)
+        pair = torch.arange(len(images)) // 2
+        names = [f"bin[{i}]" for i in range(len(images))]
+        src = TensorSource(LabeledImages(images, pair, names), size)
+        return src, "verification_bin", {"issame": issame.numpy()}
+    if rec is not None:
+        from auggen.data.recordio import scan_recordio
+
+        scan = scan_recordio(rec)
+        src = RecordIOSource(scan.rec, scan.keys, scan.labels, scan.num_classes, size)
+        return src, "recordio", {"labels": src.labels.numpy()}
+    if path.is_dir():
+        from auggen.data.image_folder import list_image_folder
+
+        listing = list_image_folder(path)
+        files = [f"{ident}/{p.name}" for ident, fs in listing for p in fs]
+        if not files:
+            raise FileNotFoundError(f"{path}: identity folders hold no images")
+        labels = [k for k, (_, fs) in enumerate(listing) for _ in fs]
+        src = FolderSource(path, files, labels, len(listing), size)
+        return src, "image_folder", {"labels": src.labels.numpy()}
+    raise FileNotFoundError(
+        f"{path}: no such image folder, RecordIO (.rec + .idx) or verification .bin"
+    )
+
+
+def _recordio_path(path: Path) -> Path | None:
+    if path.suffix in (".rec", ".idx"):
+        return path.with_suffix(".rec")
+    if path.is_dir():
+        recs = sorted(path.glob("*.rec"))
+        if (path / "train.rec").exists():
+            return path / "train.rec"
+        return recs[0] if len(recs) == 1 else None
+    if Path(f"{path}.rec").exists():
+        return Path(f"{path}.rec")
+    return None
+
+
+def _decoded_chunks(src, chunk: int, workers: int):
+    """uint8 chunks of ``src`` in order; the next chunk decodes while the caller embeds."""
+    n = len(src)
+    with ThreadPoolExecutor(max(1, workers)) as pool, ThreadPoolExecutor(1) as ahead:
+
+        def decode(lo):
+            return torch.stack(list(pool.map(src.read_one, range(lo, min(lo + chunk, n)))))
+
+        pending = ahead.submit(decode, 0) if n else None
+        for lo in range(0, n, chunk):
+            batch = pending.result()
+            if lo + chunk < n:
+                pending = ahead.submit(decode, lo + chunk)
+            yield batch
+
+
+def embed_source(
+    model, src, batch_size=128, flip=True, device="cpu", workers=4, progress=True, out=None
+) -> np.ndarray:
+    """float32 (N, D) unit embeddings of every image of ``src``, written into ``out`` when
+    given (e.g. a memory-mapped .npy, so a large set never sits in memory)."""
+    from tqdm.auto import tqdm
+
+    from auggen.eval.embeddings import extract_embeddings
+
+    if out is None:
+        out = np.zeros((len(src), model.embedding_size), np.float32)
+    lo = 0
+    with tqdm(total=len(src), unit="img", desc="embed", disable=not progress) as bar:
+        for images in _decoded_chunks(src, 4 * batch_size, workers):
+            feats = extract_embeddings(model, images, batch_size, flip, device)
+            out[lo : lo + len(images)] = feats.numpy()
+            lo += len(images)
+            bar.update(len(images))
+    return out
+
+
+def output_paths(out) -> dict[str, Path]:
+    out = Path(out)
+    base = out.with_suffix("") if out.suffix == ".npy" else out
+    return {
+        "embeddings": base.with_name(base.name + ".npy"),
+        "labels": base.with_name(base.name + ".labels.npy"),
+        "issame": base.with_name(base.name + ".issame.npy"),
+        "names": base.with_name(base.name + ".names.txt"),
+        "json": base.with_name(base.name + ".json"),
+    }
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog or "python -m auggen.embed",
+        description="Embed an image folder, RecordIO or verification .bin with a face model.",
+    )
+    p.add_argument("model", help="insightface .pth, AdaFace .ckpt, or an auggen FR run folder")
+    p.add_argument("input", help="image folder (root/<identity>/<img>), .rec/.idx, or .bin")
+    p.add_argument("--out", "-o", required=True, help="OUT.npy (+ .labels.npy/.names.txt/.json)")
+    p.add_argument("--arch", help="expected architecture, e.g. ir50 / adaface_ir101 (checked)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-flip", action="store_true", help="skip the mirrored image")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoders")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    from auggen.recognition.pretrained import load_pretrained
+
+    try:
+        model = load_pretrained(args.model, args.arch, args.device)
+        src, kind, extra = open_images(args.input, model.input_size)
+    except LOAD_ERRORS as e:
+        parser.error(str(e))
+    if len(src) == 0:
+        parser.error(f"{args.input}: no images to embed")
+    paths = output_paths(args.out)
+    final = paths["embeddings"]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp")
+    shape = (len(src), model.embedding_size)
+    feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    try:
+        embed_source(
+            model, src, args.batch_size, not args.no_flip, args.device, args.workers,
+            progress=not args.no_progress, out=feats,
+        )  # fmt: skip
+        feats.flush()
+        del feats
+        os.replace(tmp, final)
+    except LOAD_ERRORS as e:  # an unreadable image or record, named in the message
+        tmp.unlink(missing_ok=True)
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for key, array in extra.items():
+        _save_npy(paths[key], array)
+    names = "".join(f"{src.name(i)}\n" for i in range(len(src)))
+    atomic_write_bytes(paths["names"], names.encode())
+    meta = {
+        "model": str(args.model),
+        "model_layout": model.layout,
+        "input": str(args.input),
+        "input_kind": kind,
+        "num_images": int(len(src)),
+        "embedding_size": model.embedding_size,
+        "input_size": model.input_size,
+        "flip": not args.no_flip,
+        "files": {k: str(p) for k, p in paths.items() if k in ("embeddings", "names", *extra)},
+    }
+    atomic_write_json(paths["json"], meta)
+    print(f"{len(src)} embeddings ({model.embedding_size}-d) -> {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
