@@ -6,6 +6,7 @@ class's source (``module_src``), ``class_name`` and ``state`` (the module ``__di
 ``_init_kwargs``), inside a ``dnnlib.util.EasyDict`` with the network under ``ema`` in fp16.
 """
 
+import collections
 import copy
 import io
 import os
@@ -232,3 +233,20 @@ def test_export_round_trips_through_load_generator(tmp_path, preset, over):
     x = torch.randn(2, 3, 16, 16)
     labels = torch.eye(4)[[1, 2]]
     assert torch.equal(net(x, 1.5, labels), back(x, 1.5, labels))
+
+
+class _OutOfBounds:
+    """A tensor whose recorded size reaches past its storage."""
+
+    def __reduce__(self):
+        storage = torch.zeros(4).untyped_storage()
+        typed = torch.TypedStorage(wrap_storage=storage, dtype=torch.float32, _internal=True)
+        args = (typed, 0, (1000,), (1,), False, collections.OrderedDict())
+        return torch._utils._rebuild_tensor_v2, args
+
+
+def test_tensor_past_its_storage_is_refused(edm2_modules, tmp_path):
+    path = tmp_path / "oob.pkl"
+    path.write_bytes(pickle.dumps({"ema": _OutOfBounds()}, protocol=4))
+    with pytest.raises(UnsafeOrCorruptFile, match=r"oob\.pkl: not a readable pickle"):
+        load_edm2_pickle(path)

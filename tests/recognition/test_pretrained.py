@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from auggen.files import UnsafeOrCorruptFile, load_torch_weights
 from auggen.inert_pickle import RefusedPickle
 from auggen.recognition import build_backbone, load_pretrained
 from auggen.recognition.train import FRTrainConfig
@@ -219,6 +220,8 @@ def test_lightning_extras_read_inertly(tmp_path):
     ref = _randomise(RefAdaFace((1, 1, 1, 1)))
     hp = argparse.Namespace(arch="ir_18", lr=0.1)
     path = _adaface_ckpt(tmp_path / "a.ckpt", ref, {"hyper_parameters": hp})
+    with pytest.raises(UnsafeOrCorruptFile, match="weights_only"):
+        load_torch_weights(path)
     x = _rgb()
     with torch.no_grad():
         torch.testing.assert_close(load_pretrained(path)(x), ref(x.flip(1))[0])
