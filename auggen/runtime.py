@@ -183,8 +183,8 @@ def _waiting(rt: Runtime, what: str):
         raise RankTimeout(
             f"rank {rt.rank}/{rt.world_size}: waited for the other ranks at {what!r} and "
             f"gave up ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            f"another rank died or hangs (limit {rt.timeout_s:g} s, {TIMEOUT_ENV}). Rerun "
-            "the same command to resume from the last finished unit."
+            f"another rank died or hangs (limit {rt.timeout_s:g} s: --set dist_timeout_s=... "
+            f"or {TIMEOUT_ENV}). Rerun the same command to resume from the last finished unit."
         ) from e
 
 

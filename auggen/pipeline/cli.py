@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from auggen.pipeline.overrides import apply_set, merge_dict, to_dict
+from auggen.runtime import launch_env
 
 EPILOG = """\
 stages (run in this order): {stages}
@@ -111,6 +112,10 @@ def resolve_config(args, presets: dict, default_preset: str):
     return name, cfg
 
 
+def _silent(msg: str) -> None:
+    pass
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -138,25 +143,31 @@ def main(argv=None) -> int:
     out = Path(args.out or Path("runs") / name)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     force = [s.strip() for f in args.force for s in f.split(",") if s.strip()]
-    # A polite kill (SIGTERM) unwinds like Ctrl-C, so the stage records it was interrupted.
+    # A polite kill (SIGTERM) unwinds like Ctrl-C, so the stage records it was interrupted
+    # (torchrun sends it to the other ranks when one fails).
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    rank, world, _ = launch_env()
+    who = f"[rank {rank}/{world}] " if world > 1 else ""
+    log = print if rank == 0 else _silent
     t0 = time.perf_counter()
     try:
-        status = run_pipeline(cfg, out, STAGES, stages=stages, force=force)
+        status = run_pipeline(cfg, out, STAGES, stages=stages, force=force, log=log)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; rerun the same command to resume ({out})", file=sys.stderr)
+        print(f"\n{who}interrupted; rerun the same command to resume ({out})", file=sys.stderr)
         return 130
     except Exception as e:
         if args.debug:
             traceback.print_exc()
         print(
-            f"error: {type(e).__name__}: {_message(e)}\n(finished stages in {out} are kept; "
-            "fix the cause and rerun to continue; --debug shows the traceback)",
+            f"{who}error: {type(e).__name__}: {_message(e)}\n(finished stages in {out} are "
+            "kept; fix the cause and rerun to continue; --debug shows the traceback)",
             file=sys.stderr,
         )
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if rank != 0:
+        return 0
     wall = time.perf_counter() - t0
     ran = [s for s, v in status.items() if v == "ran"]
     print(f"done in {wall:.1f} s (ran: {', '.join(ran) or 'nothing, all finished'})")

@@ -203,7 +203,10 @@ def _run_locked(cfg, out_root: Path, registry, selected, forced, log, leader) ->
                 verb = "resuming" if stage_state(work, fp) == "partial" else "running"
             elif stage_state(work, fp) == "partial":
                 verb += " (resuming the pending rerun)"
-            ranks = f" on {leader.rt.world_size} processes" if leader.rt.enabled else ""
+            ranks = ""
+            if leader.rt.enabled:
+                ranks = f" on {leader.rt.world_size} processes" if stage.ranks == "all" else ""
+                ranks = ranks or " on rank 0 (the others wait)"
             log(f"[{name}] {verb}{ranks}: {stage.summary or name}")
             in_dirs = {d: out_root / d for d in stage.needs}
             wall = run_stage(

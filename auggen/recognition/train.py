@@ -34,6 +34,7 @@ from auggen import runtime as D
 from auggen.data.loader import step_loader, training_source
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
+from auggen.faults import fault_point
 from auggen.files import load_safetensors, load_torch_weights, read_json
 from auggen.recognition.augment import AugmentConfig, augment_batch
 from auggen.recognition.batches import (
@@ -258,7 +259,7 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         guard.note_checkpoint(step, checkpoint_label(ckpt_path, start_epoch, partial))
     # All ranks judge the same all-reduced losses, so they stop together (no rank hangs).
     step_losses = StepLosses(guard, every=_CHECK_EVERY, world_size=info.world_size)
-    D.barrier("train_fr", info)
+    D.barrier("train_fr start", info)
     train_model = model
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -326,7 +327,8 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
                 done = D.all_reduce_sum(totals.clone(), info).tolist()
                 seconds = seconds_before + time.perf_counter() - t0
                 save(epoch, {"totals": done, "seconds": seconds})
-                D.barrier("train_fr", info)
+                D.barrier("train_fr checkpoint", info)
+                fault_point("train_fr.step", step)
         bar.close()
         step_losses.flush()  # judge the epoch's last losses before its history/checkpoint
         D.all_reduce_sum(totals, info)
@@ -352,10 +354,10 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
             write_history(out, history)
         if save_now:
             save(epoch + 1, None)
-        D.barrier("train_fr", info)
+        D.barrier("train_fr epoch end", info)
     if info.is_main:
         save_weights(backbone.state_dict(), out / "model.safetensors")
-    D.barrier("train_fr", info)
+    D.barrier("train_fr end", info)
     return backbone.eval()
 
 

@@ -9,7 +9,7 @@ import torch
 
 from auggen.data.index import open_index
 from auggen.pipeline.driver import run_pipeline
-from auggen.pipeline.faults import ENV, SimulatedCrash
+from auggen.faults import ENV, SimulatedCrash
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stage import DONE
 from auggen.pipeline.stages import STAGES

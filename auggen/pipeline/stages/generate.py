@@ -19,9 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from auggen import runtime
+from auggen.faults import fault_point
 from auggen.files import read_json
 from auggen.mixing import mix_conditions, sample_pairs
-from auggen.pipeline.faults import fault_point
 from auggen.pipeline.leakage import leakage_audit
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (

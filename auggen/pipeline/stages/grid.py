@@ -13,8 +13,8 @@ import time
 import torch
 
 from auggen import runtime
+from auggen.faults import fault_point
 from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
-from auggen.pipeline.faults import fault_point
 from auggen.pipeline.figures import montage, save_png
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
