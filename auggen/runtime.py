@@ -136,24 +136,26 @@ def setup(device: str | torch.device = "cpu", timeout_s: float | None = None) ->
     """
     global _current
     rank, world, local = launch_env()
-    dev = rank_device(device, world, local)
-    if _current is not None and dist.is_available() and dist.is_initialized():
-        return Runtime(_current.rank, _current.world_size, _current.local_rank, dev,
-                       _current.timeout_s, owns_group=False)  # fmt: skip
     timeout = timeout_from_env() if timeout_s is None else float(timeout_s)
+    if dist.is_available() and dist.is_initialized():  # the job's group (ours or the caller's)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if _current is not None:
+            timeout = _current.timeout_s
+        return Runtime(rank, world, local, rank_device(device, world, local), timeout)
+    dev = rank_device(device, world, local)
+    if world == 1 and _current is not None:  # inside a one-process job: leave its runtime
+        return Runtime(device=dev, timeout_s=timeout)
     owns = False
     if world > 1:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        if not dist.is_initialized():
-            kw = {"device_id": dev} if dev.type == "cuda" else {}
-            backend = "nccl" if dev.type == "cuda" else "gloo"
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout), **kw)
-            owns = True
+        kw = {"device_id": dev} if dev.type == "cuda" else {}
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout), **kw)
+        owns = True
         rank, world = dist.get_rank(), dist.get_world_size()
     rt = Runtime(rank, world, local, dev, timeout, owns)
-    if owns or world == 1:
-        _current = rt
+    _current = rt
     return rt
 
 
@@ -167,11 +169,11 @@ def current() -> Runtime:
 
 
 def cleanup(rt: Runtime) -> None:
-    """End the group if ``rt`` started it."""
+    """End the group if ``rt`` started it (and forget the runtime ``setup`` made)."""
     global _current
     if rt.owns_group and dist.is_initialized():
         dist.destroy_process_group()
-    if rt.owns_group or not rt.enabled:
+    if _current is rt:
         _current = None
 
 
