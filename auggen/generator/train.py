@@ -9,7 +9,9 @@ resized and flipped a batch at a time (``auggen.generator.data``), in ``num_work
 DataLoader workers when set, so a dataset never has to fit in memory. Runs under
 ``torchrun`` (DDP; each rank takes a slice of the same global batch). A non-finite or exploding
 loss stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before that step's
-update, so no checkpoint, snapshot or history holds anything from it.
+update, so no checkpoint, snapshot or history holds anything from it. Optional, from rank 0:
+TensorBoard events in ``tensorboard/`` (loss, lr, img/s, gradient norm) and a grid of EMA
+samples with fixed seeds and classes every ``sample_grid_every`` steps in ``samples/``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from auggen.generator.data import GenStepBatches, prepare_images, step_randomnes
 from auggen.generator.ema import SNAPSHOT_DTYPES, PowerFunctionEMA
 from auggen.generator.loading import FORMAT, load_generator  # noqa: F401  (public re-export)
 from auggen.generator.presets import PRESETS, build_unet
+from auggen.generator.sample_grid import save_sample_grid
 from auggen.generator.unet import Precond
 from auggen.training_guard import LossGuard, StepLosses
+from auggen.training_log import TrainingLog, grad_norm
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class GenTrainConfig:
     # last 50 losses (auggen.training_guard); 0: never stop.
     divergence_factor: float = 100.0
     overrides: dict = field(default_factory=dict)  # extra build_unet kwargs
+    tensorboard: bool = False  # rank 0 writes TensorBoard events to out_dir/tensorboard
+    sample_grid_every: int = 0  # EMA samples (fixed seeds, classes) to samples/; 0 = off
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -99,7 +105,7 @@ class GenTrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.divergence_factor >= 0:
             raise ValueError(f"divergence_factor must be >= 0, got {self.divergence_factor}")
-        for name in ("snapshot_every", "max_snapshots", "num_workers"):
+        for name in ("snapshot_every", "max_snapshots", "num_workers", "sample_grid_every"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.snapshot_dtype not in SNAPSHOT_DTYPES:
@@ -217,6 +223,7 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
         step, history = int(state["step"]), list(state["history"])
         guard.load_state_dict(state.get("loss_guard"))
         guard.note_checkpoint(step, str(out_dir / STATE_JSON))
+    tb = TrainingLog(out_dir / "tensorboard", cfg.tensorboard, rank == 0, step if ck else None)
 
     model = net
     if world > 1:
@@ -277,6 +284,8 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
         for p in net.parameters():
             if p.grad is not None:
                 torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
+        log_now = (step + 1) % cfg.log_every == 0 or step + 1 == total
+        norm = grad_norm(net.parameters()) if tb.active and log_now else None
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -296,6 +305,8 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
                     img_per_s=rate,
                 )
             )
+            scalars = {"train/loss": loss_acc / n_acc, "train/lr": lr, "train/img_per_s": rate}
+            tb.scalars(step, {**scalars, "train/grad_norm": norm})
             bar.set_postfix(loss=f"{loss_acc / n_acc:.4f}", img_s=f"{rate:.1f}")
             loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
         bar.update(1)
@@ -307,9 +318,13 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
                 {"step": str(step), "stds": ",".join(map(str, cfg.ema_stds))},
                 keep=cfg.max_snapshots,
             )
+        if cfg.sample_grid_every and step % cfg.sample_grid_every == 0 and rank == 0:
+            bf16 = runtime.use_bf16(cfg.precision, device)
+            tb.image("samples", step, save_sample_grid(ema.emas[0], out_dir, step, bf16))
         if step % cfg.checkpoint_every == 0 or step == total:
             checkpoint(step)
     bar.close()
+    tb.close()
     if ck is not None and step == int(ck[0]["step"]) and rank == 0:
         _write_history(out_dir, history)
     return ema.emas[0].eval()

@@ -15,7 +15,9 @@ step is written.
 ``out_dir`` holds: config.json, checkpoint.pt (model, head, optimizer, step, RNG, history, the
 loss guard's recent losses; inside an epoch also its running totals), history.json /
 history.csv (per-epoch loss, acc, lr, img/s) and, when done, model.safetensors (backbone
-weights, read by ``load_backbone``).
+weights, read by ``load_backbone``). Optional, from rank 0: ``tensorboard/`` (loss, lr, img/s,
+gradient norm, AdaFace's feature-norm statistics; ``tensorboard=True``) and verification.csv
+(10-fold accuracy on ``verify_bins`` every ``verify_every_steps`` steps and at the end).
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ from auggen.recognition.checkpoint import save_run_checkpoint as _save_checkpoin
 from auggen.recognition.heads import build_head
 from auggen.recognition.iresnet import build_backbone
 from auggen.recognition.partial_fc import sample_classes
+from auggen.recognition.periodic_verification import PeriodicVerification
 from auggen.recognition.schedule import SCHEDULES, LRSchedule
 from auggen.training_guard import LossGuard, StepLosses
+from auggen.training_log import TrainingLog, grad_norm
 
 AMP_MODES = ("auto", "bf16", "off")
 # Fields that may change between a run and its resumption.
@@ -66,8 +70,12 @@ _RESUMABLE = {
     "checkpoint_every_steps",
     "num_workers",
     "divergence_factor",
+    "tensorboard",
+    "verify_bins",
+    "verify_every_steps",
 }
 _BAR_EVERY = 10  # steps between progress-bar updates (each one syncs with the GPU)
+_LOG_EVERY = 10  # steps between TensorBoard scalars (a sync, and only with tensorboard on)
 # Steps between loss checks (one GPU sync, one all-reduce under DDP, each); the check also
 # runs at every epoch end, before anything is written.
 _CHECK_EVERY = 10
@@ -103,6 +111,9 @@ class FRTrainConfig:
     # Stop when a step's loss is non-finite or above median + this x max(|median|, 1) of the
     # last 50 losses (auggen.training_guard); 0: never stop.
     divergence_factor: float = 100.0
+    tensorboard: bool = False  # rank 0 writes TensorBoard events to out_dir/tensorboard
+    verify_bins: tuple[str, ...] = ()  # insightface .bin files verified while training
+    verify_every_steps: int = 0  # verify every this many steps (and at the end); 0: end only
 
     def __post_init__(self):
         if self.amp not in AMP_MODES:
@@ -114,7 +125,7 @@ class FRTrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 < self.partial_fc_rate <= 1.0:
             raise ValueError(f"partial_fc_rate must be in (0, 1], got {self.partial_fc_rate}")
-        for name in ("num_workers", "checkpoint_every_steps"):
+        for name in ("num_workers", "checkpoint_every_steps", "verify_every_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
@@ -122,10 +133,16 @@ class FRTrainConfig:
         if not self.divergence_factor >= 0:
             raise ValueError(f"divergence_factor must be >= 0, got {self.divergence_factor}")
         object.__setattr__(self, "milestones", tuple(self.milestones))
+        object.__setattr__(self, "verify_bins", tuple(str(b) for b in self.verify_bins))
+        if self.verify_every_steps and not self.verify_bins:
+            raise ValueError(
+                f"verify_every_steps={self.verify_every_steps} needs verify_bins (.bin files)"
+            )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        d["verify_bins"] = list(self.verify_bins)
         return d
 
     @classmethod
@@ -177,6 +194,20 @@ def _amp_dtype(cfg: FRTrainConfig, device: torch.device):
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return None
     return torch.bfloat16
+
+
+def _step_scalars(loss, lr, img_per_s, norm, head) -> dict:
+    """TensorBoard scalars of one step (rank 0's batch); AdaFace adds its feature-norm EMAs."""
+    out = {
+        "train/loss": loss.item(),
+        "train/lr": lr,
+        "train/img_per_s": img_per_s,
+        "train/grad_norm": norm.item(),
+    }
+    for name in ("batch_mean", "batch_std"):  # AdaFace's running mean and std of ||f||
+        if isinstance(getattr(head, name, None), torch.Tensor):
+            out[f"adaface/feature_norm_{name[6:]}"] = getattr(head, name).item()
+    return out
 
 
 def _optimizer(model: FRModel, cfg: FRTrainConfig) -> torch.optim.SGD:
@@ -257,6 +288,17 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         guard.load_state_dict(ckpt.get("loss_guard"))
         guard.note_checkpoint(step, checkpoint_label(ckpt_path, start_epoch, partial))
+    resume_step = step if ckpt is not None else None
+    tb = TrainingLog(out / "tensorboard", cfg.tensorboard, info.is_main, resume_step)
+    verify = PeriodicVerification(
+        cfg.verify_bins,
+        cfg.verify_every_steps,
+        cfg.input_size,
+        out,
+        device,
+        info.is_main,
+        step,
+    )
     # All ranks judge the same all-reduced losses, so they stop together (no rank hangs).
     step_losses = StepLosses(guard, every=_CHECK_EVERY, world_size=info.world_size)
     D.barrier("train_fr start", info)
@@ -294,7 +336,8 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         seconds_before = float(partial["seconds"]) if partial is not None else 0.0
         if partial is not None and info.is_main:
             totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
-        t0 = time.perf_counter()
+        t0 = t_log = time.perf_counter()
+        i_log = first
         for i, (x, y) in enumerate(loader, start=first):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if not augment_in_workers:
@@ -313,8 +356,17 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
             step_losses.add(step + 1, loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            log_now = tb.active and (step + 1) % _LOG_EVERY == 0
+            norm = grad_norm(model.parameters()) if log_now else None
             optimizer.step()
             step += 1
+            if log_now:
+                now = time.perf_counter()
+                rate = (i + 1 - i_log) * cfg.batch_size / (now - t_log)
+                tb.scalars(step, _step_scalars(loss, lr, rate, norm, head))
+                t_log, i_log = now, i + 1
+            if verify.due(step):
+                tb.scalars(step, verify.run(backbone, step, step / steps))
             with torch.no_grad():
                 correct = (logits.argmax(1) == y).sum()
                 totals += torch.stack([loss.detach() * len(y), correct, correct.new_tensor(len(y))])
@@ -352,9 +404,13 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
         save_now = epoch + 1 == cfg.epochs or (epoch + 1) % cfg.checkpoint_every == 0 or at_step
         if info.is_main:
             write_history(out, history)
+        tb.scalars(step, {f"epoch/{k}": history[-1][k] for k in ("loss", "acc", "img_per_s")})
         if save_now:
             save(epoch + 1, None)
         D.barrier("train_fr epoch end", info)
+    if verify.active and verify.last_step != step:
+        tb.scalars(step, verify.run(backbone, step, step / steps))
+    tb.close()
     if info.is_main:
         save_weights(backbone.state_dict(), out / "model.safetensors")
     D.barrier("train_fr end", info)
