@@ -71,7 +71,47 @@ def build_parser(stages, presets) -> argparse.ArgumentParser:
         "--show-config", action="store_true", help="print the resolved config as JSON and exit"
     )
     p.add_argument("--debug", action="store_true", help="full tracebacks on errors")
+    plan = p.add_argument_group("plan (print what the run costs; runs nothing)")
+    plan.add_argument(
+        "--plan",
+        action="store_true",
+        help="print each stage's images, optimizer steps, denoiser evaluations, FLOPs, disk, "
+        "host RAM and GPU-hours, then exit",
+    )
+    plan.add_argument("--plan-gpus", default="1,8", help="GPU counts to price (default: 1,8)")
+    plan.add_argument("--plan-gpu", default="h100", help="GPU kind: h100, h200, a100, l40s, v100")
+    plan.add_argument(
+        "--plan-utilisation", type=float, default=None, help="fraction of peak (default: 0.35)"
+    )
+    plan.add_argument(
+        "--plan-data",
+        metavar="IMAGES,CLASSES",
+        help="plan for a training set of this size instead of counting --data "
+        "(e.g. 490623,10572 for CASIA-WebFace)",
+    )
     return p
+
+
+def print_plan(args, cfg, out: Path) -> int:
+    from auggen.pipeline.plan import DEFAULT_UTILISATION, DataSize, data_size, format_plan
+
+    if args.plan_data:
+        try:
+            images, classes = (int(v) for v in args.plan_data.split(","))
+        except ValueError:
+            raise ValueError(
+                f"--plan-data must be IMAGES,CLASSES, got {args.plan_data!r}"
+            ) from None
+        size = DataSize(images, classes, "--plan-data")
+    else:
+        size = data_size(cfg, out)
+    try:
+        gpus = tuple(int(v) for v in args.plan_gpus.split(","))
+    except ValueError:
+        raise ValueError(f"--plan-gpus must be counts like 1,8, got {args.plan_gpus!r}") from None
+    util = args.plan_utilisation if args.plan_utilisation is not None else DEFAULT_UTILISATION
+    print(format_plan(cfg, size, gpus, args.plan_gpu, util))
+    return 0
 
 
 def _data_override(cfg, path: str):
@@ -134,13 +174,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         name, cfg = resolve_config(args, PRESETS, DEFAULT_PRESET)
-        cfg.validate(device=not args.show_config)  # a config may be shown for another machine
+        if args.plan and args.plan_data and not cfg.data.path:  # no data needed to plan
+            cfg = replace(cfg, data=replace(cfg.data, path="(sized by --plan-data)"))
+        # a config may be shown or planned for another machine
+        cfg.validate(device=not (args.show_config or args.plan))
     except (KeyError, TypeError, ValueError, FileNotFoundError, json.JSONDecodeError) as e:
         parser.error(_message(e))
     if args.show_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
     out = Path(args.out or Path("runs") / name)
+    if args.plan:
+        try:
+            return print_plan(args, cfg, out)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            parser.error(str(e))
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     force = [s.strip() for f in args.force for s in f.split(",") if s.strip()]
     # A polite kill (SIGTERM) unwinds like Ctrl-C, so the stage records it was interrupted

@@ -1,0 +1,247 @@
+"""``--plan``: what a config costs before it runs — work, FLOPs, disk, host RAM, GPU-hours.
+
+Per stage: images through each network, optimizer steps, denoiser evaluations, and FLOPs
+from the networks' own counts (``torch.utils.flop_counter`` over one forward of the built
+generator and backbone; a training step is counted as 3 forwards, the usual fwd + 2x bwd).
+Hours = FLOPs / (K GPUs x peak dense bf16 FLOP/s x utilisation): a planning figure, not a
+measurement; the utilisation is stated with every table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# Dense bf16 tensor-core peak per GPU, FLOP/s (vendor datasheets, SXM parts, no sparsity).
+GPU_PEAK = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "l40s": 362e12, "v100": 125e12}
+DEFAULT_UTILISATION = 0.35
+PNG_RATIO = 0.6  # a PNG of a face crop is ~60 % of its raw bytes (measured on ORL/micro: 0.5-0.7)
+BIN_IMAGES = 12_000  # images in one insightface verification .bin (LFW: 6,000 pairs)
+
+
+@dataclass(frozen=True)
+class DataSize:
+    images: int
+    classes: int
+    source: str  # where the counts came from
+
+
+def data_size(cfg, out_root: Path | None = None) -> DataSize:
+    """The training set's size: from a finished ``data`` stage, else counted from the input."""
+    if out_root is not None and (Path(out_root) / "data" / "DONE").exists():
+        from auggen.data.index import open_index
+
+        src = open_index(Path(out_root) / "data" / "train.index.json")
+        return DataSize(len(src), src.num_classes, f"{out_root}/data (finished stage)")
+    d = cfg.data
+    if d.source == "orl":
+        ids = 40 if not d.max_identities else min(40, d.max_identities)
+        train_ids = ids - d.unseen_identities
+        per = 10 - d.heldout_per_identity
+        return DataSize(train_ids * per, train_ids, "ORL (40 x 10)")
+    if d.source == "recordio":
+        from auggen.data.recordio import _paths
+
+        rec, idx = _paths(d.path)
+        with open(idx, "rb") as f:
+            n = sum(1 for _ in f)
+        prop = Path(rec).parent / "property"
+        classes = int(prop.read_text().split(",")[0]) if prop.exists() else 0
+        return DataSize(n, classes, f"{idx} (records incl. meta) + property")
+    root = Path(d.path)
+    dirs = [p for p in root.iterdir() if p.is_dir()]
+    n = sum(1 for p in dirs for f in p.iterdir() if f.is_file())
+    return DataSize(n, len(dirs), f"{root} (files per sub-folder)")
+
+
+def _forward_flops(module: torch.nn.Module, *inputs) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return float(counter.get_total_flops())
+
+
+def generator_cost(cfg, classes: int) -> tuple[float, int]:
+    """(FLOPs of one denoiser evaluation per image, parameters) of the configured G."""
+    from auggen.generator import build_unet, set_backend
+
+    g = cfg.gen
+    kw = dict(g.overrides)
+    if g.dropout is not None:
+        kw["dropout"] = g.dropout
+    net = build_unet(g.preset, g.resolution, classes, **kw).eval()
+    set_backend(net, "reference")  # plain torch ops, which the flop counter knows
+    r = g.resolution
+    x = torch.zeros(1, net.img_channels, r, r)
+    labels = torch.zeros(1, classes) if classes else None
+    flops = _forward_flops(net, x, torch.ones(1), labels)
+    return flops, sum(p.numel() for p in net.parameters())
+
+
+def recogniser_cost(cfg, classes: int) -> tuple[float, float, int]:
+    """(backbone FLOPs per image, head FLOPs per image, backbone parameters) of the FR net."""
+    from auggen.recognition import build_backbone
+
+    f = cfg.fr
+    net = build_backbone(f.backbone, f.input_size, f.embedding_size, width=f.width).eval()
+    flops = _forward_flops(net, torch.zeros(1, 3, f.input_size, f.input_size))
+    head = 2.0 * f.embedding_size * classes * f.partial_fc_rate  # cosine logits
+    return flops, head, sum(p.numel() for p in net.parameters())
+
+
+def _evals(cfg) -> int:
+    s = cfg.sample
+    n = 2 * s.num_steps - 1 if s.solver == "heun" else s.num_steps
+    return n * (2 if s.guidance != 1.0 else 1)  # guidance runs a second network
+
+
+def stage_work(cfg, size: DataSize) -> list[dict]:
+    """One row per stage: what it computes and stores."""
+    n, c = size.images, size.classes
+    g_flops, g_params = generator_cost(cfg, c)
+    f_flops, head_flops, f_params = recogniser_cost(cfg, c)
+    ev = _evals(cfg)
+    px = 3 * cfg.gen.resolution**2
+    embed = 2 * f_flops if cfg.embed.flip else f_flops  # flip-fused: two forwards per image
+    seeds = len(cfg.seeds)
+    fr_step = 3 * (f_flops + head_flops)
+    g = cfg.gen
+    g_steps = g.total_steps
+    ck_bytes = g_params * 4 * (3 + len(g.ema_stds))  # net + Adam m, v + one EMA per std
+    snap_bytes = g_params * (2 if g.snapshot_dtype == "bfloat16" else 4) * len(g.ema_stds)
+    snaps = min(g.max_snapshots or 10**9, g_steps // g.snapshot_every) if g.snapshot_every else 0
+    fr_ck = (f_params * 8 + c * cfg.fr.embedding_size * 8) * seeds  # weights + momentum
+    repro_n = c * cfg.repro.images_per_identity
+    gr = cfg.grid
+    grid_n = len(gr.alphas) * len(gr.betas) * gr.pairs * gr.samples_per_cell
+    gen_n = cfg.generate.new_identities * cfg.generate.images_per_identity
+    variants = cfg.train_mix.variants
+    mix_n = sum(n + (repro_n if v == "repro" else gen_n) for v in variants)
+    bench = len(cfg.data.verification_bins) * BIN_IMAGES
+    models = (1 + len(variants)) * seeds
+    gen_bytes = gen_n * px * PNG_RATIO * (2 if cfg.generate.write_images else 1)
+    gen_bytes *= 1.5 if cfg.generate.write_recordio else 1.0
+    feats = n * cfg.fr.embedding_size * 4  # real embeddings held in RAM (grid, leakage)
+    return [
+        dict(stage="data", images=n, steps=0, evals=0, flops=0.0, disk=n * 24, ram=n * 24),
+        dict(
+            stage="train_gen",
+            images=g_steps * g.batch_size,
+            steps=g_steps,
+            evals=0,
+            flops=3 * g_flops * g_steps * g.batch_size,
+            disk=ck_bytes * g.keep_checkpoints + snap_bytes * snaps,
+            ram=ck_bytes,
+        ),
+        dict(
+            stage="train_fr",
+            images=cfg.fr.epochs * n * seeds,
+            steps=cfg.fr.epochs * (n // cfg.fr.batch_size) * seeds,
+            evals=0,
+            flops=fr_step * cfg.fr.epochs * n * seeds,
+            disk=fr_ck,
+            ram=c * cfg.fr.embedding_size * 4 * 4,
+        ),
+        dict(
+            stage="repro",
+            images=repro_n,
+            steps=0,
+            evals=repro_n * ev,
+            flops=g_flops * repro_n * ev,
+            disk=repro_n * px * PNG_RATIO,
+            ram=g_params * 4,
+        ),
+        dict(
+            stage="grid",
+            images=grid_n,
+            steps=0,
+            evals=grid_n * ev,
+            flops=g_flops * grid_n * ev + embed * (grid_n + n),
+            disk=len(gr.alphas) * len(gr.betas) * px,
+            ram=feats,
+        ),
+        dict(
+            stage="generate",
+            images=gen_n,
+            steps=0,
+            evals=gen_n * ev,
+            flops=g_flops * gen_n * ev + embed * (gen_n + n),
+            disk=gen_bytes,
+            ram=feats,
+        ),
+        dict(
+            stage="train_mix",
+            images=cfg.fr.epochs * mix_n * seeds,
+            steps=cfg.fr.epochs * (mix_n // cfg.fr.batch_size) * seeds,
+            evals=0,
+            flops=fr_step * cfg.fr.epochs * mix_n * seeds,
+            disk=fr_ck * len(variants),
+            ram=c * cfg.fr.embedding_size * 4 * 4,
+        ),
+        dict(
+            stage="evaluate",
+            images=bench * models,
+            steps=0,
+            evals=0,
+            flops=embed * bench * models,
+            disk=0,
+            ram=bench * 3 * cfg.fr.input_size**2,
+        ),
+        dict(stage="report", images=0, steps=0, evals=0, flops=0.0, disk=0, ram=0),
+    ]
+
+
+def _h(x: float, unit: str = "") -> str:
+    for div, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g} {suffix}{unit}"
+    return f"{x:.3g} {unit}".strip()
+
+
+def format_plan(
+    cfg, size: DataSize, gpus=(1, 8), kind: str = "h100", util: float = DEFAULT_UTILISATION
+) -> str:
+    if kind not in GPU_PEAK:
+        raise ValueError(f"unknown GPU kind {kind!r}; known: {', '.join(GPU_PEAK)}")
+    if not 0 < util <= 1:
+        raise ValueError(f"utilisation must be in (0, 1], got {util}")
+    rows = stage_work(cfg, size)
+    peak = GPU_PEAK[kind]
+    head = "| stage | images | optimizer steps | denoiser evals | FLOPs | disk | host RAM |"
+    head += "".join(f" hours on {k} x {kind} |" for k in gpus)
+    lines = [
+        f"Plan for {size.images:,} training images of {size.classes:,} identities "
+        f"({size.source}); {kind}: {peak / 1e12:.0f} TFLOP/s dense bf16 at "
+        f"{util:.0%} utilisation (assumed).",
+        "",
+        head,
+        "|" + "---|" * (7 + len(gpus)),
+    ]
+    total = 0.0
+    for r in rows:
+        total += r["flops"]
+        hours = [r["flops"] / (k * peak * util) / 3600 for k in gpus]
+        lines.append(
+            f"| {r['stage']} | {r['images']:,} | {r['steps']:,} | {r['evals']:,} | "
+            f"{_h(r['flops'])} | {_h(r['disk'], 'B')} | {_h(r['ram'], 'B')} |"
+            + "".join(f" {h:.2f} |" for h in hours)
+        )
+    disk = sum(r["disk"] for r in rows)
+    hours = [total / (k * peak * util) / 3600 for k in gpus]
+    lines.append(
+        f"| **total** | | | | {_h(total)} | {_h(disk, 'B')} | "
+        f"{_h(max(r['ram'] for r in rows), 'B')} (peak) |" + "".join(f" {h:.1f} |" for h in hours)
+    )
+    lines.append("")
+    lines.append(
+        "Hours assume every stage splits across the K GPUs (data and report run on rank 0 "
+        "and cost minutes); evaluate splits by model. Disk counts PNG images at "
+        f"~{PNG_RATIO:.0%} of raw and checkpoints kept; RAM is the largest in-memory table."
+    )
+    if not math.isfinite(total):
+        raise ValueError("the plan overflowed; check the config")
+    return "\n".join(lines)
