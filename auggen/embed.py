@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auggen.files import UnsafeOrCorruptFile, atomic_write_bytes, atomic_write_json
+from auggen.files import UnsafeOrCorruptFile, atomic_path, atomic_write_bytes, atomic_write_json
 
 LOAD_ERRORS = (FileNotFoundError, ValueError, UnsafeOrCorruptFile, OSError)
 
@@ -169,25 +169,18 @@ def main(argv=None, prog: str | None = None) -> int:
     if len(src) == 0:
         parser.error(f"{args.input}: no images to embed")
     paths = output_paths(args.out)
-    final = paths["embeddings"]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp")
     shape = (len(src), model.embedding_size)
-    feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
     try:
-        embed_source(
-            model, src, args.batch_size, not args.no_flip, args.device, args.workers,
-            progress=not args.no_progress, out=feats,
-        )  # fmt: skip
-        feats.flush()
-        del feats
-        os.replace(tmp, final)
+        with atomic_path(paths["embeddings"]) as tmp:
+            feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            embed_source(
+                model, src, args.batch_size, not args.no_flip, args.device, args.workers,
+                progress=not args.no_progress, out=feats,
+            )  # fmt: skip
+            feats.flush()
+            del feats
     except LOAD_ERRORS as e:  # an unreadable image or record, named in the message
-        tmp.unlink(missing_ok=True)
         parser.exit(1, f"{parser.prog}: error: {e}\n")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     for key, array in extra.items():
         _save_npy(paths[key], array)
     names = "".join(f"{src.name(i)}\n" for i in range(len(src)))
@@ -204,7 +197,7 @@ def main(argv=None, prog: str | None = None) -> int:
         "files": {k: str(p) for k, p in paths.items() if k in ("embeddings", "names", *extra)},
     }
     atomic_write_json(paths["json"], meta)
-    print(f"{len(src)} embeddings ({model.embedding_size}-d) -> {final}")
+    print(f"{len(src)} embeddings ({model.embedding_size}-d) -> {paths['embeddings']}")
     return 0
 
 

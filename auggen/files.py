@@ -8,6 +8,7 @@ read fail but never execute anything. Every read error names the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -22,20 +23,39 @@ class UnsafeOrCorruptFile(ValueError):
     """A file that is not what the project wrote (wrong format, corrupt, or a planted pickle)."""
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it over ``path``."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """The one atomic-write helper: yields a temp path beside ``path`` to write; when the block
+    succeeds the file is flushed to disk and renamed over ``path``, when it fails (or is
+    killed) the temp file goes (``remove_temp_files`` sweeps what a ``kill -9`` leaves).
+    Readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path`` and rename it over ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
+    """A safetensors file of ``tensors`` (moved to the CPU, contiguous), atomically."""
+    from safetensors.torch import save_file
+
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(cpu, tmp, metadata)
 
 
 def atomic_write_json(path, obj) -> None:

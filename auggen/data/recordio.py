@@ -22,6 +22,7 @@ import torch
 
 from auggen.data.image_codec import decode_image, encode_image, stack_images
 from auggen.data.types import LabeledImages
+from auggen.files import atomic_path, atomic_write_bytes
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -286,17 +287,14 @@ def _write_insightface(rec: Path, labels: list[int], k: int, bodies) -> None:
                 pack_payload(IRHeader(2, (float(starts[c]), float(starts[c + 1])), a + c, 0)),
             )
 
-    rec.parent.mkdir(parents=True, exist_ok=True)
     offset, lines = 0, []
-    tmp = rec.with_name(rec.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(rec) as tmp, open(tmp, "wb") as f:  # the .rec last: its .idx is ready
         for key, payload in payloads():
             framed = frame_record(payload)
             f.write(framed)
             lines.append(f"{key}\t{offset}\n")
             offset += len(framed)
-    rec.with_suffix(".idx").write_text("".join(lines))
-    tmp.replace(rec)
+        atomic_write_bytes(rec.with_suffix(".idx"), "".join(lines).encode())
 
 
 def write_recordio(

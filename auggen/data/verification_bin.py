@@ -9,7 +9,6 @@ numpy arrays and builtin containers, so a .bin file cannot run code.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from auggen.data.image_codec import decode_image, encode_image, stack_images
+from auggen.files import atomic_write_bytes
 
 _ALLOWED = {
     ("numpy", "ndarray"),
@@ -74,8 +74,5 @@ def write_verification_bin(
     buf = io.BytesIO()
     pickle.dump((bins, issame), buf, protocol=4)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
     return path

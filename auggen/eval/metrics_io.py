@@ -1,13 +1,13 @@
-"""Metrics as JSON, written atomically (temp file + os.replace) so a killed run leaves no stub."""
+"""Metrics as JSON, written atomically (``auggen.files``) so a killed run leaves no stub."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from auggen.files import atomic_write_bytes
 
 
 def _plain(x):
@@ -27,16 +27,9 @@ def _plain(x):
 def write_metrics(path: str | Path, metrics: dict) -> Path:
     """Write ``metrics`` (numpy / torch values converted) as indented JSON, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_plain(metrics), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(
+        path, (json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n").encode()
+    )
     return path
 
 

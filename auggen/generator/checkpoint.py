@@ -6,29 +6,13 @@ killed between the two writes resumes from the previous, still complete, pair.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from auggen.files import atomic_write_json, load_safetensors, read_json
+from auggen.files import atomic_save_tensors, atomic_write_json, load_safetensors, read_json
 
 STATE_JSON = "checkpoint.json"
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata=None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def split_optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict, dict]:

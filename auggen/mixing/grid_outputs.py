@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from auggen.files import atomic_path
 
 COLUMNS = ("alpha", "beta", "m_s", "m_d", "m_total", "m_s_std", "m_d_std", "m_total_std")
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_grid_csv(path, rows: list[dict]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import heapq
-import os
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ import torch
 from auggen.data.loader import step_loader
 from auggen.data.source import ImageSource, TensorSource, as_source
 from auggen.data.types import LabeledImages
+from auggen.files import atomic_path
 from auggen.mixing.nn_index import RECALL_SAMPLE, NearestIndex
 from auggen.pipeline.figures import pyplot, save_figure
 from auggen.pipeline.stage import write_json
@@ -89,10 +89,9 @@ def _write_rows(path, rows, keep: int) -> tuple[int, int, list[dict]]:
     millions of generated images never sit in memory as dicts. Returns the row count, how
     many have a source identity nearest, and the ``keep`` highest-cos rows (earlier first
     among equal cos, as a stable sort would give)."""
-    tmp = path.with_name(path.name + ".tmp")
     n = n_source = 0
     top: list = []  # min-heap of (cos, -row number, row)
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = None
         for n, row in enumerate(rows, 1):
             if writer is None:
@@ -107,7 +106,6 @@ def _write_rows(path, rows, keep: int) -> tuple[int, int, list[dict]]:
                 heapq.heapreplace(top, item)
         if writer is None:
             f.write("\r\n")  # what DictWriter writes for a header without fields
-    os.replace(tmp, path)
     return n, n_source, [r for _, _, r in sorted(top, key=lambda t: t[:2], reverse=True)]
 
 

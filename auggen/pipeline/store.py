@@ -8,10 +8,8 @@ as pixels. A planted or corrupt file fails to load with an error that names it.
 from __future__ import annotations
 
 import csv
-import os
-from pathlib import Path
 
-from auggen.files import load_bundle, save_bundle
+from auggen.files import atomic_path, load_bundle, save_bundle
 
 FORMAT = "indexed-v2"  # part of every stage's fingerprint: a format change reruns stages
 
@@ -20,14 +18,11 @@ load = load_bundle
 
 
 def write_csv(path, rows: list[dict]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     keys = list(rows[0]) if rows else []
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_csv(path) -> list[dict]:

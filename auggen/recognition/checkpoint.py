@@ -1,55 +1,31 @@
-"""Atomic writes (temp file in the same folder, then os.replace) for checkpoints and weights."""
+"""FR run files: checkpoint, weights, config and history, each written atomically
+(``auggen.files.atomic_path``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from auggen.files import load_torch_weights
-
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+from auggen.files import atomic_path, atomic_save_tensors, atomic_write_bytes, load_torch_weights
 
 
 def save_torch(obj, path: Path) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    _atomic(path, lambda tmp: save_file(tensors, tmp))
+    atomic_save_tensors(path, state_dict)
 
 
 def save_json(obj, path: Path) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-
-    _atomic(path, write)
+    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 
 def save_text(text: str, path: Path) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic(path, write)
+    atomic_write_bytes(path, text.encode())
 
 
 def write_history(out: Path, history: list[dict]) -> None:
