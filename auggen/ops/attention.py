@@ -28,6 +28,7 @@ from auggen.ops._validate import check_float, check_same_shape
 ATTENTION_BACKENDS = ("reference", "cpu", "triton", "cuda")
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 EPS = 1e-4  # EDM2 ``normalize`` default
+PRECISIONS = ("ieee", "tf32", "bf16")  # products of fp32 inputs in the Triton kernel
 
 
 def _pixel_norm_heads(x: torch.Tensor) -> torch.Tensor:
@@ -100,14 +101,14 @@ def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
 @torch.library.custom_op(
     "auggen::mp_attention",
     mutates_args=(),
-    schema="(Tensor q, Tensor k, Tensor v, float eps) -> (Tensor, Tensor)",
+    schema="(Tensor q, Tensor k, Tensor v, float eps, str precision) -> (Tensor, Tensor)",
 )
-def _fwd_op(q, k, v, eps):
-    return _triton_kernels().mp_attention_fwd(q, k, v, eps)
+def _fwd_op(q, k, v, eps, precision):
+    return _triton_kernels().mp_attention_fwd(q, k, v, eps, precision=precision)
 
 
 @_fwd_op.register_fake
-def _fwd_fake(q, k, v, eps):
+def _fwd_fake(q, k, v, eps, precision):
     out = q.new_empty(q.shape)
     lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
     return out, lse
@@ -118,40 +119,53 @@ def _fwd_fake(q, k, v, eps):
     mutates_args=(),
     schema=(
         "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? dlse, "
-        "float eps) -> (Tensor, Tensor, Tensor)"
+        "float eps, str precision) -> (Tensor, Tensor, Tensor)"
     ),
 )
-def _bwd_op(dout, q, k, v, out, lse, dlse, eps):
-    return _triton_kernels().mp_attention_bwd(dout, q, k, v, out, lse, dlse, eps)
+def _bwd_op(dout, q, k, v, out, lse, dlse, eps, precision):
+    return _triton_kernels().mp_attention_bwd(
+        dout, q, k, v, out, lse, dlse, eps, precision=precision
+    )
 
 
 @_bwd_op.register_fake
-def _bwd_fake(dout, q, k, v, out, lse, dlse, eps):
+def _bwd_fake(dout, q, k, v, out, lse, dlse, eps, precision):
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, eps = inputs
+    q, k, v, eps, precision = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
-    ctx.eps = eps
+    ctx.eps, ctx.precision = eps, precision
 
 
 def _backward(ctx, dout, dlse):
     q, k, v, out, lse = ctx.saved_tensors
     if dout is None:
         dout = torch.zeros_like(out)
-    dq, dk, dv = _bwd_op(dout, q, k, v, out, lse, dlse, ctx.eps)
-    return dq, dk, dv, None
+    dq, dk, dv = _bwd_op(dout, q, k, v, out, lse, dlse, ctx.eps, ctx.precision)
+    return dq, dk, dv, None, None
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def mp_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    backend: str | None = None,
+    precision: str | None = None,
 ) -> torch.Tensor:
-    """EDM2 attention on (N, heads, L, D) q, k, v; returns (N, heads, L, D) in q's dtype."""
+    """EDM2 attention on (N, heads, L, D) q, k, v; returns (N, heads, L, D) in q's dtype.
+
+    ``precision`` (Triton kernel, fp32 inputs only): "ieee", "tf32" or "bf16" products with
+    fp32 accumulation; None follows ``torch.get_float32_matmul_precision()`` ("highest" ->
+    ieee, "high" -> tf32, "medium" -> bf16), as torch's own fp32 matmuls do.
+    """
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float(name, t)
         if t.ndim != 4:
@@ -165,7 +179,14 @@ def mp_attention(
         return mp_attention_ref(q, k, v)
     if chosen == "cpu":
         return _mp_attention_sdpa(q, k, v)
-    return _fwd_op(q, k, v, EPS)[0]
+    # "auto" is resolved inside the op at run time (dynamo cannot trace the torch setting)
+    return _fwd_op(q, k, v, EPS, precision or "auto")[0]
 
 
-__all__ = ["ATTENTION_BACKENDS", "mp_attention", "mp_attention_ref", "resolve_backend"]
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "PRECISIONS",
+    "mp_attention",
+    "mp_attention_ref",
+    "resolve_backend",
+]

@@ -6,9 +6,18 @@ online softmax (Dao et al., FlashAttention-2): no L×L matrix is ever stored. Th
 the per-row logsumexp so the backward can recompute the probabilities tile by tile; the
 backward also runs the normalisation's own chain rule, so gradients are for the raw q, k, v.
 
-Inputs are (N, heads, L, D) with any strides; D is padded to a power of two with masks and L
-to the block size. Products run in the input dtype with fp32 accumulation. No autograd here:
-``auggen.ops.attention`` wraps these launchers into a differentiable custom op.
+Inputs are (N, heads, L, D) with any strides. q, k and v are normalised once per call by
+``normalize_heads`` into contiguous buffers in the dot dtype, so no tile is renormalised per
+block; the backward reloads the raw rows once per program for the normalisation's chain rule.
+D is padded to a power of two with masks and L to the block size; the batch is folded into
+grid axis 0, so N * heads is not limited to 65,535.
+
+Precision: fp16/bf16 inputs multiply in their own dtype. fp32 inputs follow
+``torch.get_float32_matmul_precision()`` unless the caller passes ``precision``: "ieee"
+(fp32 on CUDA cores, exact but slow), "tf32" (tensor cores, 10-bit mantissa products), or
+"bf16" (q̂, k̂, v̂, P and dO in bf16 on tensor cores). Accumulation and the softmax are
+fp32 in every case. No autograd here: ``auggen.ops.attention`` wraps these launchers into a
+differentiable custom op.
 """
 
 import contextlib
@@ -64,146 +73,144 @@ def _store_rows(base, val, offs_l, offs_d, D, L):
 
 
 @triton.jit
-def _mp_attention_fwd_kernel(
-    Q, K, V, O, LSE,
-    sq_n, sq_h, sq_l, sq_d,
-    sk_n, sk_h, sk_l, sk_d,
-    sv_n, sv_h, sv_l, sv_d,
-    H, L, D, rsqrt_d, eps, qk_scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr, DOT_DTYPE: tl.constexpr,
+def _normalize_heads_kernel(
+    X, XH, s_n, s_h, s_l, s_d, H, L, D, rsqrt_d, eps,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    """x̂ of one (n, h, BLOCK_L rows) tile, written contiguous (N, H, L, D) in XH's dtype."""
+    num_l = tl.cdiv(L, BLOCK_L)
+    pid = tl.program_id(0)
+    pid_bh = pid // num_l
+    offs_l = (pid % num_l) * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_d = tl.arange(0, BLOCK_D)
     n = (pid_bh // H).to(tl.int64)
-    h = pid_bh % H
+    x = _load_rows(X + n * s_n + (pid_bh % H) * s_h, offs_l, offs_d, s_l, s_d, L, D)
+    xh = _pixel_normalize(x.to(tl.float32), rsqrt_d, eps)
+    _store_rows(XH + pid_bh.to(tl.int64) * L * D, xh.to(XH.dtype.element_ty), offs_l, offs_d, D, L)
+
+
+@triton.jit
+def _program_ids(L, BLOCK: tl.constexpr):
+    """(block index along L, n * H + h): the batch is folded into grid axis 0 (limit 2^31 - 1,
+    where axis 1 would stop at 65,535 programs)."""
+    num_blocks = tl.cdiv(L, BLOCK)
+    pid = tl.program_id(0)
+    return pid % num_blocks, pid // num_blocks
+
+
+@triton.jit
+def _mp_attention_fwd_kernel(
+    QH, KH, VH, O, LSE, L, D, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    """One program per query block; q̂, k̂, v̂ come normalised, contiguous, in the dot dtype."""
+    pid_m, pid_bh = _program_ids(L, BLOCK_M)
+    bh_off = pid_bh.to(tl.int64) * L
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    k_base = K + n * sk_n + h * sk_h
-    v_base = V + n * sv_n + h * sv_h
-
-    q = _load_rows(Q + n * sq_n + h * sq_h, offs_m, offs_d, sq_l, sq_d, L, D)
-    lo = DOT_DTYPE
-    qh = _pixel_normalize(q.to(tl.float32), rsqrt_d, eps)
-    qh = qh.to(lo)
+    qh = _load_rows(QH + bh_off * D, offs_m, offs_d, D, 1, L, D)
+    k_base = KH + bh_off * D
+    v_base = VH + bh_off * D
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, L, BLOCK_N):
         cols = start_n + offs_n
-        k = _load_rows(k_base, cols, offs_d, sk_l, sk_d, L, D).to(tl.float32)
-        v = _load_rows(v_base, cols, offs_d, sv_l, sv_d, L, D).to(tl.float32)
-        kh = _pixel_normalize(k, rsqrt_d, eps)
-        vh = _pixel_normalize(v, rsqrt_d, eps)
+        kh = _load_rows(k_base, cols, offs_d, D, 1, L, D)
+        vh = _load_rows(v_base, cols, offs_d, D, 1, L, D)
         # Scores in log2 units: exp2(s) == exp(q̂·k̂ / sqrt(D)).
-        s = tl.dot(qh, tl.trans(kh.to(lo)), input_precision=PRECISION) * qk_scale
+        s = tl.dot(qh, tl.trans(kh), input_precision=PRECISION) * qk_scale
         s = tl.where(cols[None, :] < L, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(lo), vh.to(lo), input_precision=PRECISION)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vh.dtype), vh, input_precision=PRECISION)
         m_i = m_new
 
     acc = acc / l_i[:, None]
-    bh_off = pid_bh.to(tl.int64) * L
     _store_rows(O + bh_off * D, acc.to(O.dtype.element_ty), offs_m, offs_d, D, L)
     tl.store(LSE + bh_off + offs_m, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=offs_m < L)
 
 
 @triton.jit
 def _mp_attention_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV,
-    sq_n, sq_h, sq_l, sq_d,
+    QH, KH, VH, K, V, DO, LSE, DELTA, DK, DV,
     sk_n, sk_h, sk_l, sk_d,
     sv_n, sv_h, sv_l, sv_d,
     sdo_n, sdo_h, sdo_l, sdo_d,
     H, L, D, rsqrt_d, eps, qk_scale, sm_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr, DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """One program per key block: loops over query blocks, accumulates dk̂ and dv̂."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    """One program per key block: loops over query blocks, accumulates dk̂ and dv̂, then
+    applies the normalisation's chain rule with the raw k, v."""
+    pid_n, pid_bh = _program_ids(L, BLOCK_N)
     n = (pid_bh // H).to(tl.int64)
     h = pid_bh % H
+    bh_off = pid_bh.to(tl.int64) * L
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    q_base = Q + n * sq_n + h * sq_h
+    q_base = QH + bh_off * D
     do_base = DO + n * sdo_n + h * sdo_h
-    bh_off = pid_bh.to(tl.int64) * L
-
-    k_base = K + n * sk_n + h * sk_h
-    v_base = V + n * sv_n + h * sv_h
-    lo = DOT_DTYPE
-    k = _load_rows(k_base, offs_n, offs_d, sk_l, sk_d, L, D).to(tl.float32)
-    v = _load_rows(v_base, offs_n, offs_d, sv_l, sv_d, L, D).to(tl.float32)
-    kh, rk, nk = _pixel_norm_rows(k, rsqrt_d, eps)
-    vh, rv, nv = _pixel_norm_rows(v, rsqrt_d, eps)
-    kh_lo = kh.to(lo)
-    vh_lo = vh.to(lo)
+    kh = _load_rows(KH + bh_off * D, offs_n, offs_d, D, 1, L, D)
+    vh = _load_rows(VH + bh_off * D, offs_n, offs_d, D, 1, L, D)
+    lo = kh.dtype
 
     dkh = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dvh = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for start_m in range(0, L, BLOCK_M):
         rows = start_m + offs_m
         row_ok = rows < L
-        q = _load_rows(q_base, rows, offs_d, sq_l, sq_d, L, D).to(tl.float32)
-        qh = _pixel_normalize(q, rsqrt_d, eps)
-        qh_lo = qh.to(lo)
+        qh = _load_rows(q_base, rows, offs_d, D, 1, L, D)
         do = _load_rows(do_base, rows, offs_d, sdo_l, sdo_d, L, D).to(lo)
         lse = tl.load(LSE + bh_off + rows, mask=row_ok, other=0.0) * 1.4426950408889634
         delta = tl.load(DELTA + bh_off + rows, mask=row_ok, other=0.0)
 
-        s = tl.dot(qh_lo, tl.trans(kh_lo), input_precision=PRECISION) * qk_scale
+        s = tl.dot(qh, tl.trans(kh), input_precision=PRECISION) * qk_scale
         p = tl.math.exp2(s - lse[:, None])
         p = tl.where(row_ok[:, None] & (offs_n[None, :] < L), p, 0.0)
         dvh += tl.dot(tl.trans(p.to(lo)), do, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(vh_lo), input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(vh), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
-        dkh += tl.dot(tl.trans(ds.to(lo)), qh_lo, input_precision=PRECISION)
+        dkh += tl.dot(tl.trans(ds.to(lo)), qh, input_precision=PRECISION)
 
-    # Raw k, v are reloaded rather than kept live through the loop (register pressure).
-    k = _load_rows(k_base, offs_n, offs_d, sk_l, sk_d, L, D).to(tl.float32)
-    v = _load_rows(v_base, offs_n, offs_d, sv_l, sv_d, L, D).to(tl.float32)
+    k = _load_rows(K + n * sk_n + h * sk_h, offs_n, offs_d, sk_l, sk_d, L, D).to(tl.float32)
+    _, rk, nk = _pixel_norm_rows(k, rsqrt_d, eps)
     dk = _pixel_norm_rows_bwd(k, dkh * sm_scale, rk, nk, rsqrt_d)
-    dv = _pixel_norm_rows_bwd(v, dvh, rv, nv, rsqrt_d)
     _store_rows(DK + bh_off * D, dk.to(DK.dtype.element_ty), offs_n, offs_d, D, L)
+    v = _load_rows(V + n * sv_n + h * sv_h, offs_n, offs_d, sv_l, sv_d, L, D).to(tl.float32)
+    _, rv, nv = _pixel_norm_rows(v, rsqrt_d, eps)
+    dv = _pixel_norm_rows_bwd(v, dvh, rv, nv, rsqrt_d)
     _store_rows(DV + bh_off * D, dv.to(DV.dtype.element_ty), offs_n, offs_d, D, L)
 
 
 @triton.jit
 def _mp_attention_bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ,
+    QH, KH, VH, Q, DO, LSE, DELTA, DQ,
     sq_n, sq_h, sq_l, sq_d,
-    sk_n, sk_h, sk_l, sk_d,
-    sv_n, sv_h, sv_l, sv_d,
     sdo_n, sdo_h, sdo_l, sdo_d,
     H, L, D, rsqrt_d, eps, qk_scale, sm_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr, DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
     """One program per query block: loops over key blocks, accumulates dq̂ (no atomics)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _program_ids(L, BLOCK_M)
     n = (pid_bh // H).to(tl.int64)
     h = pid_bh % H
+    bh_off = pid_bh.to(tl.int64) * L
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    k_base = K + n * sk_n + h * sk_h
-    v_base = V + n * sv_n + h * sv_h
-    bh_off = pid_bh.to(tl.int64) * L
     row_ok = offs_m < L
-
-    q_base = Q + n * sq_n + h * sq_h
-    lo = DOT_DTYPE
-    q = _load_rows(q_base, offs_m, offs_d, sq_l, sq_d, L, D).to(tl.float32)
-    qh, rq, nq = _pixel_norm_rows(q, rsqrt_d, eps)
-    qh_lo = qh.to(lo)
+    k_base = KH + bh_off * D
+    v_base = VH + bh_off * D
+    qh = _load_rows(QH + bh_off * D, offs_m, offs_d, D, 1, L, D)
+    lo = qh.dtype
     do = _load_rows(DO + n * sdo_n + h * sdo_h, offs_m, offs_d, sdo_l, sdo_d, L, D).to(lo)
     lse = tl.load(LSE + bh_off + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634
     delta = tl.load(DELTA + bh_off + offs_m, mask=row_ok, other=0.0)
@@ -211,19 +218,17 @@ def _mp_attention_bwd_dq_kernel(
     dqh = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, L, BLOCK_N):
         cols = start_n + offs_n
-        k = _load_rows(k_base, cols, offs_d, sk_l, sk_d, L, D).to(tl.float32)
-        v = _load_rows(v_base, cols, offs_d, sv_l, sv_d, L, D).to(tl.float32)
-        kh = _pixel_normalize(k, rsqrt_d, eps)
-        vh = _pixel_normalize(v, rsqrt_d, eps)
-        kh_lo = kh.to(lo)
-        s = tl.dot(qh_lo, tl.trans(kh_lo), input_precision=PRECISION) * qk_scale
+        kh = _load_rows(k_base, cols, offs_d, D, 1, L, D)
+        vh = _load_rows(v_base, cols, offs_d, D, 1, L, D)
+        s = tl.dot(qh, tl.trans(kh), input_precision=PRECISION) * qk_scale
         p = tl.math.exp2(s - lse[:, None])
         p = tl.where(row_ok[:, None] & (cols[None, :] < L), p, 0.0)
-        dp = tl.dot(do, tl.trans(vh.to(lo)), input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(vh), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
-        dqh += tl.dot(ds.to(lo), kh_lo, input_precision=PRECISION)
+        dqh += tl.dot(ds.to(lo), kh, input_precision=PRECISION)
 
-    q = _load_rows(q_base, offs_m, offs_d, sq_l, sq_d, L, D).to(tl.float32)
+    q = _load_rows(Q + n * sq_n + h * sq_h, offs_m, offs_d, sq_l, sq_d, L, D).to(tl.float32)
+    _, rq, nq = _pixel_norm_rows(q, rsqrt_d, eps)
     dq = _pixel_norm_rows_bwd(q, dqh * sm_scale, rq, nq, rsqrt_d)
     _store_rows(DQ + bh_off * D, dq.to(DQ.dtype.element_ty), offs_m, offs_d, D, L)
 
@@ -233,74 +238,117 @@ def _block_d(d: int) -> int:
 
 
 _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("ieee", "tf32", "bf16")
 
 
-def _dot_dtype(dtype: torch.dtype):
+def default_precision() -> str:
+    """fp32 products as torch's ``set_float32_matmul_precision`` asks: "highest" -> IEEE fp32
+    (CUDA cores), "high" -> TF32 tensor cores, "medium" -> bf16 operands, fp32 accumulation."""
+    return {"highest": "ieee", "high": "tf32", "medium": "bf16"}[
+        torch.get_float32_matmul_precision()
+    ]
+
+
+def dot_dtype(dtype: torch.dtype, precision: str) -> torch.dtype:
+    """The dtype of q̂, k̂, v̂ and of the tiles fed to ``tl.dot``; accumulation is always fp32."""
+    if dtype == torch.float32 and precision == "bf16":
+        dtype = torch.bfloat16
     # The interpreter (numpy) has no bf16 matmul: it multiplies the raw bits. Upcast there.
     if dtype == torch.bfloat16 and interpreting():
-        return tl.float32
-    return _TL_DTYPES[dtype]
+        return torch.float32
+    return dtype
 
 
-def _precision(dtype: torch.dtype) -> str:
-    # fp32 inputs follow torch's TF32 switch, so the kernel agrees with torch matmuls; the
-    # setting does not matter for fp16/bf16 operands.
-    if dtype == torch.float32 and (interpreting() or not torch.backends.cuda.matmul.allow_tf32):
+def _input_precision(dtype: torch.dtype, precision: str) -> str:
+    """``tl.dot``'s input_precision: only fp32 operands read it."""
+    if dtype == torch.float32 and (precision == "ieee" or interpreting()):
         return "ieee"
     return "tf32"
 
 
-def fwd_configs(d: int, dtype: torch.dtype) -> list[dict]:
-    """Candidate tiles for the forward, fastest first (``BLOCK_D`` = padded head dim).
+def _cfg(bm, bn, warps, stages, bd):
+    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, BLOCK_D=bd)
 
-    The launcher takes the first that fits the GPU's shared memory and remembers it.
+
+def fwd_configs(d: int, dtype: torch.dtype, length: int | None = None) -> list[dict]:
+    """Candidate tiles for the forward at (L, D, dot dtype), tried or timed in this order.
+
+    Each compiles for sm_80 and sm_90 without spills (``auggen.ops.compile_check``); tiles
+    are no longer than L rounded up to a power of two (L = 64 uses 64-row tiles, not 128).
+    fp32 operands (IEEE or TF32) use 8 warps: with 4 their 64x64 fp32 tiles spill.
     """
     bd = _block_d(d)
     if interpreting():
         return [dict(BLOCK_M=32, BLOCK_N=16, BLOCK_D=bd)]  # M != N, as on GPUs
-    narrow = dtype != torch.float32  # 2-byte tiles: half the shared memory
+    wide = dtype == torch.float32
     cands = []
-    if bd <= 64 and narrow:
-        cands.append(dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3))
-    if bd <= 128 and narrow:
-        cands.append(dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2))
-    cands.append(dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2))
-    cands.append(dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1))
-    return [dict(c, BLOCK_D=bd) for c in cands]
+    if bd <= 64 and not wide:
+        cands += [_cfg(128, 64, 8, 3, bd), _cfg(64, 64, 4, 3, bd)]
+    if bd <= 128:
+        cands += [_cfg(64, 64, 8, 2, bd), _cfg(64, 32, 4, 2, bd)]
+    cands.append(_cfg(32, 32, 4, 1, bd))
+    return _fit(cands, length)
 
 
-def bwd_configs(d: int, dtype: torch.dtype) -> list[dict]:
-    """Candidate tiles for the two backward kernels, fastest first."""
+def bwd_configs(d: int, dtype: torch.dtype, length: int | None = None) -> list[dict]:
+    """Candidate tiles for the two backward kernels (dk/dv and dq), as ``fwd_configs``."""
     bd = _block_d(d)
     if interpreting():
         return [dict(BLOCK_M=16, BLOCK_N=32, BLOCK_D=bd)]
-    narrow = dtype != torch.float32
+    wide = dtype == torch.float32
     cands = []
-    if bd <= 64 and narrow:
-        cands.append(dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2))
+    if bd <= 64 and not wide:
+        cands += [_cfg(64, 64, 8, 2, bd), _cfg(32, 64, 4, 2, bd)]
     if bd <= 128:
-        cands.append(dict(BLOCK_M=32, BLOCK_N=64, num_warps=8 if bd > 64 else 4, num_stages=1))
-    cands.append(dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1))
-    cands.append(dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=1))
-    return [dict(c, BLOCK_D=bd) for c in cands]
+        cands += [_cfg(32, 64, 8, 1, bd), _cfg(32, 32, 4, 1, bd)]
+    cands.append(_cfg(16, 32, 4, 1, bd))
+    return _fit(cands, length)
 
 
-_CHOSEN: dict[tuple, int] = {}  # (kernel, D, dtype, device) -> index of the config that fits
+def _fit(cands: list[dict], length: int | None) -> list[dict]:
+    if length is None:
+        return cands
+    cap = max(16, triton.next_power_of_2(length))
+    kept = [c for c in cands if c["BLOCK_M"] <= cap and c["BLOCK_N"] <= cap]
+    return kept or cands[-1:]
 
 
-def _launch(kernel, grid_dim: str, length: int, heads: int, args, consts, configs, key) -> None:
-    """Launch ``kernel`` with the first of ``configs`` that the GPU can hold."""
-    first = _CHOSEN.get(key, 0) if len(configs) > 1 else 0
-    for i in range(first, len(configs)):
-        cfg = configs[i]
-        grid = (triton.cdiv(length, cfg[grid_dim]), heads)
+_CHOSEN: dict[tuple, dict] = {}  # (kernel, L, D, dtypes, precision, device) -> config
+
+
+def _tune(kernel, run_one, configs) -> dict:
+    """The fastest of ``configs`` on this GPU (a few timed launches each); one that does not
+    fit (out of shared memory) is skipped. Inside CUDA graph capture: the first that fits."""
+    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+    best, best_ms = None, float("inf")
+    for cfg in configs:
         try:
-            kernel[grid](*args, **consts, **cfg)
+            run_one(cfg)
         except OutOfResources:
             continue
-        _CHOSEN[key] = i
-        return
-    raise RuntimeError(f"{kernel.fn.__name__}: no tile configuration fits this GPU, key {key}")
+        if capturing or interpreting():
+            return cfg
+        ms = triton.testing.do_bench(lambda cfg=cfg: run_one(cfg), warmup=2, rep=10)
+        if ms < best_ms:
+            best, best_ms = cfg, ms
+    if best is None:
+        raise RuntimeError(f"{kernel.fn.__name__}: no tile configuration fits this GPU")
+    return best
+
+
+def _launch(kernel, grid_dim: str, length: int, bh: int, args, consts, configs, key) -> None:
+    """Launch ``kernel`` with the config chosen for ``key`` (tuned on first use). The grid
+    is 1-d: (L / block) * N * H programs."""
+
+    def run_one(cfg):
+        kernel[(triton.cdiv(length, cfg[grid_dim]) * bh,)](*args, **consts, **cfg)
+
+    if len(configs) == 1:
+        return run_one(configs[0])
+    if key not in _CHOSEN:  # tuning launches write the same outputs: harmless repeats
+        _CHOSEN[key] = _tune(kernel, run_one, configs)
+    run_one(_CHOSEN[key])
 
 
 def _device_of(x: torch.Tensor):
@@ -313,21 +361,52 @@ def _scales(d: int) -> tuple[float, float, float]:
     return 1.0 / math.sqrt(d), sm_scale * LOG2E, sm_scale
 
 
+def normalize_heads(x: torch.Tensor, dtype: torch.dtype, eps: float = 1e-4) -> torch.Tensor:
+    """x̂ = x / (eps + ||x|| / sqrt(D)) along D, contiguous (N, H, L, D) in ``dtype``; computed
+    once per call so the attention kernels never renormalise a K/V tile per query block."""
+    n, h, length, d = x.shape
+    out = torch.empty((n, h, length, d), dtype=dtype, device=x.device)
+    if out.numel() == 0:
+        return out
+    block_l = max(16, min(64, triton.next_power_of_2(length), 8192 // _block_d(d)))
+    grid = (triton.cdiv(length, block_l) * n * h,)
+    with _device_of(x):
+        _normalize_heads_kernel[grid](
+            x, out, *x.stride(), h, length, d, 1.0 / math.sqrt(d), eps,
+            BLOCK_L=block_l, BLOCK_D=_block_d(d), num_warps=4,
+        )  # fmt: skip
+    return out
+
+
+def _check_precision(precision: str | None) -> str:
+    precision = default_precision() if precision in (None, "auto") else precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 def mp_attention_fwd(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-4, config: dict | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eps: float = 1e-4,
+    config: dict | None = None,
+    precision: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward; returns ``(out (N,H,L,D) contiguous, lse fp32 (N,H,L))``."""
     n, h, length, d = q.shape
+    precision = _check_precision(precision)
     out = torch.empty((n, h, length, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((n, h, length), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse.fill_(float("-inf"))
-    configs = [config] if config else fwd_configs(d, q.dtype)
-    rsqrt_d, qk_scale, _ = _scales(d)
-    args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride())
-    args += (h, length, d, rsqrt_d, eps, qk_scale)
-    consts = dict(PRECISION=_precision(q.dtype), DOT_DTYPE=_dot_dtype(q.dtype))
-    key = ("fwd", d, q.dtype, q.device)
+    lo = dot_dtype(q.dtype, precision)
+    qh, kh, vh = (normalize_heads(t, lo, eps) for t in (q, k, v))
+    configs = [config] if config else fwd_configs(d, lo, length)
+    _, qk_scale, _ = _scales(d)
+    args = (qh, kh, vh, out, lse, length, d, qk_scale)
+    consts = dict(PRECISION=_input_precision(lo, precision))
+    key = ("fwd", length, d, q.dtype, lo, consts["PRECISION"], q.device)
     with _device_of(q):
         _launch(_mp_attention_fwd_kernel, "BLOCK_M", length, n * h, args, consts, configs, key)
     return out, lse
@@ -343,6 +422,7 @@ def mp_attention_bwd(
     dlse: torch.Tensor | None = None,
     eps: float = 1e-4,
     config: dict | None = None,
+    precision: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the backward; returns ``(dq, dk, dv)`` for the raw (un-normalised) inputs.
 
@@ -350,6 +430,7 @@ def mp_attention_bwd(
     ``∂lse_i/∂s_ij = P_ij`` it enters as ``delta_i = rowsum(dO ∘ O)_i − dlse_i``.
     """
     n, h, length, d = q.shape
+    precision = _check_precision(precision)
     dq = torch.empty((n, h, length, d), dtype=q.dtype, device=q.device)
     dk = torch.empty_like(dq)
     dv = torch.empty_like(dq)
@@ -360,21 +441,22 @@ def mp_attention_bwd(
         delta = delta - dlse.float()
     delta = delta.contiguous()
     lse = lse.contiguous()
-    configs = [config] if config else bwd_configs(d, q.dtype)
+    lo = dot_dtype(q.dtype, precision)
+    qh, kh, vh = (normalize_heads(t, lo, eps) for t in (q, k, v))
+    configs = [config] if config else bwd_configs(d, lo, length)
     rsqrt_d, qk_scale, sm_scale = _scales(d)
-    inputs = (q, k, v, do, lse, delta)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
     scalars = (h, length, d, rsqrt_d, eps, qk_scale, sm_scale)
-    consts = dict(PRECISION=_precision(q.dtype), DOT_DTYPE=_dot_dtype(q.dtype))
+    consts = dict(PRECISION=_input_precision(lo, precision))
+    tag = (length, d, q.dtype, lo, consts["PRECISION"], q.device)
     with _device_of(q):
         _launch(
             _mp_attention_bwd_dkdv_kernel, "BLOCK_N", length, n * h,
-            (*inputs, dk, dv, *strides, *scalars), consts, configs,
-            ("dkdv", d, q.dtype, q.device),
+            (qh, kh, vh, k, v, do, lse, delta, dk, dv, *k.stride(), *v.stride(), *do.stride(),
+             *scalars), consts, configs, ("dkdv", *tag),
         )  # fmt: skip
         _launch(
             _mp_attention_bwd_dq_kernel, "BLOCK_M", length, n * h,
-            (*inputs, dq, *strides, *scalars), consts, configs,
-            ("dq", d, q.dtype, q.device),
+            (qh, kh, vh, q, do, lse, delta, dq, *q.stride(), *do.stride(), *scalars),
+            consts, configs, ("dq", *tag),
         )  # fmt: skip
     return dq, dk, dv

@@ -140,3 +140,12 @@ def test_triton_pixel_norm_sweeps_channel_chunks():
     """C larger than one block, along strided (inner > 1) and contiguous (inner == 1) rows."""
     compare("pixel_norm_silu", "triton", (1, 40, 16, 16), torch.float32)
     compare("pixel_norm", "triton", (2, 1100, 1, 1), torch.float32)
+
+
+@needs_triton
+@pytest.mark.parametrize("shape", [(2, 5, 14, 14), (3, 3, 6, 2), (2, 40, 1, 1)], ids=str)
+def test_triton_pixel_norm_column_tiles(shape):
+    """inner = 196 (two tiles, 196 % 16 != 0: 4-element alignment), inner = 12, inner = 1."""
+    for op in ("pixel_norm", "pixel_norm_silu"):
+        compare(op, "triton", shape, torch.float32)
+        compare(op, "triton", shape, torch.bfloat16, layout="channels_last")
