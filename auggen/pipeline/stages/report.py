@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 from auggen.data.index import open_index
+from auggen.files import atomic_write_json
 from auggen.pipeline import feature_distances as fdkd
 from auggen.pipeline.figures import pyplot, save_figure
 from auggen.pipeline.labelled_montage import save_labelled_montage
@@ -299,7 +300,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     repro_figure(root, out_dir, cfg.report.mix_examples, cfg.report.images_per_example)
     curves_figure(cfg, root, out_dir)
     dist = fdkd.distances(fdkd.set_features(cfg, in_dirs))
-    (out_dir / "feature_distances.json").write_text(json.dumps(dist, indent=2))
+    atomic_write_json(out_dir / "feature_distances.json", dist)
     scores = fdkd.mix_scores(read_csv(root / "grid" / "grid.csv"), mixing["alpha"], mixing["beta"])
     g = cfg.grid
     lines = [
