@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from auggen import runtime
-from auggen.pipeline.lock import RunLock
+from auggen.pipeline.lock import LOCK, RunLock
 from auggen.pipeline.stage import (
     DONE,
     Stage,
@@ -88,6 +88,8 @@ def run_pipeline(
         leader = _Leader(rt)
         try:
             with RunLock(out_root):
+                # Every rank must see rank 0's files (multi-node: --out on a shared filesystem).
+                leader.send({"action": "hello", "lock": (out_root / LOCK).read_text()})
                 status = _run_locked(cfg, out_root, registry, selected, forced, log, leader)
         except BaseException as e:
             leader.stop(e)
@@ -150,9 +152,27 @@ def _follow(cfg, out_root: Path, registry) -> dict[str, str]:
             return msg["status"]
         if msg["action"] == "stop":
             raise RuntimeError(f"rank 0 stopped the run: {msg['reason']}")
+        if msg["action"] == "hello":
+            _check_shared(out_root, msg["lock"])
+            continue
         stage = registry[msg["stage"]]
         in_dirs = {d: out_root / d for d in stage.needs}
         follow_stage(stage, cfg, in_dirs, Path(msg["work"]))
+
+
+def _check_shared(out_root: Path, lock_text: str) -> None:
+    """This rank sees the lock file rank 0 just wrote, or the run folder is not shared."""
+    import socket
+
+    path = out_root / LOCK
+    seen = path.read_text() if path.exists() else None
+    if seen != lock_text:
+        rt = runtime.current()
+        raise RuntimeError(
+            f"rank {rt.rank} on {socket.gethostname()} does not see {path} as rank 0 wrote it: "
+            "--out must be a folder every node sees (a shared filesystem such as NFS or "
+            "Lustre), at the same path"
+        )
 
 
 def _run_locked(cfg, out_root: Path, registry, selected, forced, log, leader) -> dict[str, str]:

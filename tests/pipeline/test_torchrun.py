@@ -144,3 +144,25 @@ def test_hung_rank_is_caught_by_the_timeout(one, tmp_path):
     assert not (out / "generate" / DONE).exists()
     timing = json.loads((out / "generate/timing.json").read_text())
     assert timing["status"] == "interrupted"
+
+
+def test_fr_checkpoint_of_two_ranks_resumes_on_one(tmp_path):
+    out = tmp_path / "run"
+    env = dict(AUGGEN_FAIL_AT="train_fr.step:2:1", AUGGEN_FAULT="kill")
+    rc, log = pipeline(out, procs=2, extra=["--stages", "data,train_fr"], **env)
+    assert rc != 0, log
+    rc, log = pipeline(out, extra=["--stages", "data,train_fr"])
+    assert rc == 0 and "[train_fr] resuming" in log, log
+    history = (out / "train_fr/baseline/seed0/history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2  # header + the micro preset's 2 epochs, none repeated
+
+
+def test_a_rank_that_cannot_see_the_run_folder_is_refused(tmp_path):
+    from auggen.pipeline.driver import _check_shared
+
+    (tmp_path / ".lock").write_text('{"pid": 1}')
+    _check_shared(tmp_path, '{"pid": 1}')
+    with pytest.raises(RuntimeError, match="--out must be a folder every node sees"):
+        _check_shared(tmp_path, '{"pid": 2}')  # another node's disk: an old lock file
+    with pytest.raises(RuntimeError, match="does not see"):
+        _check_shared(tmp_path / "elsewhere", '{"pid": 1}')
