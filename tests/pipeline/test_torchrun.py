@@ -134,7 +134,7 @@ def test_hung_rank_is_caught_by_the_timeout(one, tmp_path):
     rc, log = pipeline(
         out,
         procs=2,
-        extra=["--set", "dist_timeout_s=5"],
+        extra=["--set", "dist_timeout_s=10"],
         AUGGEN_FAIL_AT="generate:1:1",
         AUGGEN_FAULT="hang",
     )
