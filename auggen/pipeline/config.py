@@ -68,6 +68,8 @@ class GenerateConfig:
     write_recordio: bool = False
     leakage_threshold: float = 0.9  # flag generated images with cos >= this to a real image
     seed: int = 2
+    sources: int = 2  # classes mixed per new identity: 2 (the paper) or k >= 3 (Dirichlet)
+    concentration: float = 1.0  # Dirichlet concentration of the k-class weights
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,10 @@ class PipelineConfig:
                 raise ValueError(f"generate.{name} must be in [0, {MAX_COEF:g}], got {v}")
         if (g.alpha is None) != (g.beta is None):
             raise ValueError("generate.alpha and generate.beta must be set together (or neither)")
+        if g.sources < 2:
+            raise ValueError(f"generate.sources must be >= 2, got {g.sources}")
+        if g.concentration <= 0:
+            raise ValueError(f"generate.concentration must be > 0, got {g.concentration}")
         for name in ("new_identities", "images_per_identity", "shard_identities"):
             if getattr(g, name) < 1:
                 raise ValueError(f"generate.{name} must be >= 1, got {getattr(g, name)}")

@@ -109,6 +109,13 @@ def _write_rows(path, rows, keep: int) -> tuple[int, int, list[dict]]:
     return n, n_source, [r for _, _, r in sorted(top, key=lambda t: t[:2], reverse=True)]
 
 
+def _sources(row: dict) -> set[int]:
+    """The original classes a generated identity mixes (two, or k with ``sources``)."""
+    if row.get("sources"):
+        return {int(c) for c in str(row["sources"]).split(";")}
+    return {int(row["source_i"]), int(row["source_j"])}
+
+
 def leakage_audit(
     embed,
     aug,
@@ -157,7 +164,7 @@ def leakage_audit(
             # in-memory images without names are named by their index, as before
             "nearest_real": i if plain else real_src.name(i),
             "nearest_real_label": lab,
-            "nearest_is_source": lab in (r["source_i"], r["source_j"]),
+            "nearest_is_source": lab in _sources(r),
             "cos": round(float(c), 6),
             "near_copy": bool(c >= threshold),
         }

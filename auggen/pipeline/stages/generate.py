@@ -1,27 +1,29 @@
 """Stage ``generate``: D_aug, N_new new identities from ``alpha* c_i + beta* c_j``.
 
-Identity n (label N_orig + n) mixes a random pair of distinct classes (i, j); its K images
-use seeds ``seed * 10^6 + n K + k``. Work is sharded by identity: ``shards/shardNNNNN.rec``
-(insightface RecordIO, PNG records) + ``.json`` (its manifest rows, written last), so a
-killed run resumes at the first unfinished shard and reproduces the same images. Under
-torchrun shard s goes to rank s mod K; the shards are the same for any K. Then, on rank 0:
-``aug.index.json`` (the view over the shards that ``train_mix`` reads), ``manifest.csv``,
-optionally PNG copies under ``images/`` (``generate.write_images``) and one merged
-``aug.rec`` (``generate.write_recordio``), and the leakage audit (``leakage.csv``,
-``leakage.json``, ``leakage.png``).
+Identity n (label N_orig + n) mixes a random pair of distinct classes (i, j) as
+``alpha* c_i + beta* c_j`` (or, with ``generate.sources`` = k >= 3, k classes with Dirichlet
+weights scaled to alpha* + beta*); its K images use seeds ``seed * 10^6 + n K + k``. Work is
+sharded by identity: ``shards/shardNNNNN.rec`` (insightface RecordIO, PNG records) + ``.json``
+(its manifest rows, written last), so a killed run resumes at the first unfinished shard and
+reproduces the same images. Under torchrun shard s goes to rank s mod K; the shards are the
+same for any K. Then, on rank 0: ``aug.index.json`` (the view over the shards that
+``train_mix`` reads), ``manifest.csv``, optionally PNG copies under ``images/``
+(``generate.write_images``) and one merged ``aug.rec`` (``generate.write_recordio``), and the
+leakage audit (``leakage.csv``, ``leakage.json``, ``leakage.png``).
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from auggen import runtime
 from auggen.faults import fault_point
 from auggen.files import read_json
-from auggen.mixing import mix_conditions, sample_pairs
+from auggen.mixing import sample_pairs
 from auggen.pipeline.leakage import leakage_audit
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
@@ -44,6 +46,31 @@ def mixing_weights(cfg, in_dirs) -> tuple[float, float, str]:
     return best["alpha"], best["beta"], "grid search best.json"
 
 
+def identity_sources(g, n_orig: int, alpha: float, beta: float):
+    """(sources (N, k) int64, weights (N, k)) of the N new identities.
+
+    k = 2 (the paper): a random pair (i, j) with weights (alpha*, beta*). k >= 3
+    (``generate.sources``, beyond the paper): k distinct random classes whose weights are
+    Dirichlet(``generate.concentration``) scaled to alpha* + beta*, so the condition keeps
+    the mass of the chosen grid cell. One condition per identity, shared by its K images.
+    """
+    if g.sources == 2:
+        pairs = sample_pairs(n_orig, g.new_identities, seed=g.seed)
+        return pairs, torch.tensor([[alpha, beta]]).expand(len(pairs), 2)
+    if g.sources > n_orig:
+        raise ValueError(f"generate.sources={g.sources} exceeds the {n_orig} original identities")
+    rng = np.random.default_rng(g.seed)
+    picks = [rng.choice(n_orig, size=g.sources, replace=False) for _ in range(g.new_identities)]
+    w = rng.dirichlet([g.concentration] * g.sources, size=g.new_identities)
+    return torch.from_numpy(np.stack(picks)).long(), torch.from_numpy(w).float() * (alpha + beta)
+
+
+def identity_conditions(sources, weights, label_dim: int) -> torch.Tensor:
+    """(N, label_dim) condition vectors: ``sum_m weights[n, m] * onehot(sources[n, m])``."""
+    cond = torch.zeros(len(sources), label_dim)
+    return cond.scatter_add_(1, sources, weights.float())
+
+
 def image_names(manifest: list[dict], num_classes: int) -> list[str]:
     """PNG paths inside the stage folder: ``images/<label>/<counter>.png``."""
     width = max(5, len(str(num_classes - 1)))
@@ -64,7 +91,8 @@ def run(cfg, in_dirs, out_dir) -> None:
     alpha, beta, origin = mixing_weights(cfg, in_dirs)
     net = load_gen(in_dirs, cfg.device)
     sample_fn = sampler(net, cfg)
-    pairs = sample_pairs(n_orig, g.new_identities, seed=g.seed)
+    sources, weights = identity_sources(g, n_orig, alpha, beta)
+    cond_of = identity_conditions(sources, weights, net.label_dim)
     k, per = g.images_per_identity, g.shard_identities
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(exist_ok=True)
@@ -74,7 +102,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     for s in tqdm(todo, desc="generate (shards)", disable=not cfg.progress):
         ids = torch.arange(s * per, min((s + 1) * per, g.new_identities))
         rows = ids.repeat_interleave(k)
-        cond = mix_conditions(pairs[rows, 0], pairs[rows, 1], alpha, beta, net.label_dim)
+        cond = cond_of[rows]
         seeds = g.seed * 1_000_000 + rows * k + torch.arange(len(rows)) % k
         t0 = time.perf_counter()
         images = sample_fn(cond, seeds)
@@ -83,8 +111,10 @@ def run(cfg, in_dirs, out_dir) -> None:
             {
                 "label": n_orig + int(n),
                 "new_identity": int(n),
-                "source_i": int(pairs[n, 0]),
-                "source_j": int(pairs[n, 1]),
+                "source_i": int(sources[n, 0]),
+                "source_j": int(sources[n, 1]),
+                "sources": ";".join(str(int(c)) for c in sources[n]),
+                "weights": ";".join(f"{float(w):.6g}" for w in weights[n]),
                 "alpha": alpha,
                 "beta": beta,
                 "seed": int(sd),
