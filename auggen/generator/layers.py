@@ -8,6 +8,7 @@ test can run the whole network on the ``"reference"`` backend.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -63,13 +64,23 @@ class MPFourier(nn.Module):
         return (y.cos() * math.sqrt(2)).to(x.dtype)
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a conv/matmul on ``x`` runs in: autocast's when it is on, else x's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 class MPConv(nn.Module):
     """Conv / linear with forced weight normalisation (EDM2 Eq. 46-47) and a learned ``gain``.
 
     In training mode the stored weight is overwritten with its normalised value before use.
-    In eval mode without autograd the normalised weight is cached; the cache is keyed by the
-    weight's version counter, so an in-place change (optimizer step, ``load_state_dict``)
-    invalidates it, as does ``train()``.
+    At inference (eval mode, no autograd) the weight the conv uses, ``normalize(w) /
+    sqrt(fan_in)`` cast to the compute dtype, is cached per dtype, keyed by the weight's
+    version counter, so an in-place change (optimizer step, ``load_state_dict``) invalidates
+    it, as does ``train()``; only a non-unit ``gain`` is applied per call. Under torch.compile
+    the cache is not consulted (guards, recompiles): ``inference_weights`` bakes the weights
+    into the modules before compiling instead.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: tuple | list, backend=None):
@@ -77,7 +88,8 @@ class MPConv(nn.Module):
         self.out_channels = out_channels
         self.backend = backend
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *kernel))
-        self._cache: tuple | None = None
+        self._cache: dict | None = None  # "key": weight version; (dtype, gain...): weight
+        self._baked: torch.Tensor | None = None  # set by inference_weights()
 
     def train(self, mode: bool = True):
         self._cache = None
@@ -88,22 +100,66 @@ class MPConv(nn.Module):
         if self.training:
             with torch.no_grad():
                 self.weight.copy_(normalize_rows(w.to(torch.float32), backend=self.backend))
-            return normalize_rows(w.to(torch.float32), backend=self.backend)
-        if (torch.is_grad_enabled() and w.requires_grad) or _compiling():
-            return normalize_rows(w.to(torch.float32), backend=self.backend)
-        key = (w._version, w.data_ptr(), w.device, w.dtype)
-        if self._cache is None or self._cache[0] != key:
+        return normalize_rows(w.to(torch.float32), backend=self.backend)
+
+    def inference_weight(
+        self, dtype: torch.dtype, gain: float | torch.Tensor = 1.0
+    ) -> torch.Tensor:
+        """``normalize(w) * (gain / sqrt(fan_in))`` in ``dtype`` (the training formula, bit for
+        bit), cached per (dtype, gain) until the weight or a tensor gain changes."""
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.device)
+        if self._cache is None or self._cache.get("key") != key:
+            self._cache = {"key": key}
+        if isinstance(gain, torch.Tensor):
+            slot = (dtype, "tensor", gain.data_ptr(), gain._version)
+        else:
+            slot = (dtype, float(gain))
+        if slot not in self._cache:
+            if isinstance(gain, torch.Tensor):  # an older value of this gain is stale
+                self._cache = {k: v for k, v in self._cache.items() if k[1:3] != slot[1:3]}
             with torch.no_grad():
-                self._cache = (key, normalize_rows(w.to(torch.float32), backend=self.backend))
-        return self._cache[1]
+                wn = normalize_rows(w.to(torch.float32), backend=self.backend)
+                self._cache[slot] = (wn * (gain / math.sqrt(wn[0].numel()))).to(dtype)
+        return self._cache[slot]
 
     def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
-        w = self._normalized_weight()
-        fan_in = w[0].numel()
-        w = (w * (gain / math.sqrt(fan_in))).to(x.dtype)
+        w = self.weight
+        if self.training or (torch.is_grad_enabled() and w.requires_grad):
+            w = self._normalized_weight()
+            w = (w * (gain / math.sqrt(w[0].numel()))).to(x.dtype)
+        elif _compiling():
+            baked = self._baked
+            if baked is not None and baked.dtype == _compute_dtype(x):
+                unit = isinstance(gain, (int, float)) and gain == 1
+                w = (
+                    baked
+                    if unit
+                    else baked * (gain.to(baked.dtype) if torch.is_tensor(gain) else gain)
+                )
+            else:
+                w = self._normalized_weight()
+                w = (w * (gain / math.sqrt(w[0].numel()))).to(x.dtype)
+        else:
+            w = self.inference_weight(_compute_dtype(x), gain)
         if w.ndim == 2:
             return x @ w.t()
         return F.conv2d(x, w, padding=w.shape[-1] // 2)
+
+
+@contextlib.contextmanager
+def inference_weights(module: nn.Module | None, dtype: torch.dtype):
+    """Inside: every MPConv below ``module`` holds its inference weight in ``dtype`` as a
+    plain tensor attribute, so a compiled forward reads it instead of renormalising all
+    weights on every call. The module must stay in eval mode and unchanged meanwhile."""
+    convs = [m for m in module.modules() if isinstance(m, MPConv)] if module is not None else []
+    try:
+        for m in convs:
+            m._baked = m.inference_weight(dtype)
+        yield module
+    finally:
+        for m in convs:
+            m._baked = None
 
 
 class Block(nn.Module):

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from auggen.generator.layers import inference_weights
+
 SOLVERS = ("heun", "euler")
 
 
@@ -145,6 +147,7 @@ def sample(
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
     shape = (net.img_channels, net.img_resolution, net.img_resolution)
     steps = sigma_steps(num_steps, sigma_min, sigma_max, rho, device=device)
+    raw, raw_nets = net, [m for m in (net, gnet) if isinstance(m, nn.Module)]
     if compile:
         net = torch.compile(net, mode="reduce-overhead")
         gnet = torch.compile(gnet, mode="reduce-overhead") if gnet is not None else None
@@ -159,7 +162,12 @@ def sample(
     modes = [(mod, mod.training) for mod in (net, gnet) if isinstance(mod, nn.Module)]
     for mod, _ in modes:
         mod.eval()
+    # Weights normalised, scaled and cast once per run (a compiled net would redo it per call).
+    wdtype = torch.bfloat16 if autocast else next((p.dtype for p in raw.parameters()), None)
+    baked = contextlib.ExitStack()
     try:
+        for mod in raw_nets if wdtype is not None else ():
+            baked.enter_context(inference_weights(mod, wdtype))
         for lo in tqdm(
             range(0, m, bs), total=math.ceil(m / bs), disable=not progress, desc="sample"
         ):
@@ -172,6 +180,7 @@ def sample(
             x = x.to(torch.float32)
             out.append((x.clamp(-1, 1) if clip else x).cpu())
     finally:
+        baked.close()
         for mod, was_training in modes:
             mod.train(was_training)
     if not out:

@@ -28,6 +28,10 @@ def dense_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def memory_order(x: torch.Tensor) -> list[int]:
     """Dims of the dense tensor ``x`` from outermost to innermost in memory."""
+    if x.is_contiguous():  # the common layouts first: no sort, no permuted view
+        return list(range(x.ndim))
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return [0, 2, 3, 1]
     order = sorted(range(x.ndim), key=lambda d: (-x.stride(d), -x.shape[d]))
     if not x.permute(order).is_contiguous():
         raise ValueError("memory_order needs a dense tensor")

@@ -23,6 +23,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from auggen.ops._backend import dispatch
 from auggen.ops._validate import check_float, check_same_shape
 
 ATTENTION_BACKENDS = ("reference", "cpu", "triton", "cuda")
@@ -180,7 +181,7 @@ def mp_attention(
     if chosen == "cpu":
         return _mp_attention_sdpa(q, k, v)
     # "auto" is resolved inside the op at run time (dynamo cannot trace the torch setting)
-    return _fwd_op(q, k, v, EPS, precision or "auto")[0]
+    return dispatch(_fwd_op, q, k, v)(q, k, v, EPS, precision or "auto")[0]
 
 
 __all__ = [

@@ -14,6 +14,7 @@ from auggen.ops._backend import (
     cpu_kernels,
     cuda_ext,
     cuda_stream,
+    dispatch,
     resolve,
     triton_kernels,
 )
@@ -181,7 +182,7 @@ def mp_silu(x: torch.Tensor, backend: str | None = None) -> torch.Tensor:
     backend = resolve(backend, x)
     if backend == "reference":
         return _ref.mp_silu_ref(x)
-    return mp_silu_op(x, backend)
+    return dispatch(mp_silu_op, x)(x, backend)
 
 
 def _check_pair(a, b, t):
@@ -202,7 +203,7 @@ def mp_sum(
     backend = resolve(backend, a)
     if backend == "reference":
         return _ref.mp_sum_ref(a, b, t)
-    return mp_sum_op(a, b, t, backend)
+    return dispatch(mp_sum_op, a, b)(a, b, t, backend)
 
 
 def mp_sum_clamp(
@@ -219,4 +220,4 @@ def mp_sum_clamp(
     backend = resolve(backend, a)
     if backend == "reference":
         return _ref.mp_sum_clamp_ref(a, b, t, clip)
-    return mp_sum_clamp_op(a, b, t, float(clip), backend)
+    return dispatch(mp_sum_clamp_op, a, b)(a, b, t, float(clip), backend)

@@ -11,6 +11,7 @@ from auggen.ops._backend import (
     cpu_kernels,
     cuda_ext,
     cuda_stream,
+    dispatch,
     resolve,
     triton_kernels,
 )
@@ -25,14 +26,15 @@ def _geometry(y: torch.Tensor) -> tuple[int, int, int, int]:
     return geom
 
 
-def _like_output(y: torch.Tensor) -> torch.Tensor:
-    """An output buffer for y: empty_like(y) unless its layout interleaves N and C."""
-    out = torch.empty_like(y)
-    return (
-        out
-        if modulation_geometry(out) is not None
-        else torch.empty(y.shape, dtype=y.dtype, device=y.device)
-    )
+def _like_output(y: torch.Tensor):
+    """(buffer, its (N, S1, C, S2) geometry, empty_like(y)): the buffer is empty_like(y)
+    itself unless that layout interleaves N and C (then a contiguous one)."""
+    like = torch.empty_like(y)
+    geom = modulation_geometry(like)
+    if geom is not None:
+        return like, geom, like
+    out = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    return out, _geometry(out), like
 
 
 def _launch(backend, name, tensors, geom):
@@ -49,28 +51,26 @@ def _launch(backend, name, tensors, geom):
 
 @torch.library.custom_op("auggen::modulated_mp_silu", mutates_args=())
 def modulated_mp_silu_op(y: torch.Tensor, c: torch.Tensor, backend: str) -> torch.Tensor:
-    result = torch.empty_like(y)
     if not y.numel():
-        return result
-    out = _like_output(y)
+        return torch.empty_like(y)
+    out, geom, like = _like_output(y)
     c = c.to(y.dtype).contiguous()
-    _launch(backend, "modulated_mp_silu_fwd", [dense_like(y, out), c, out], _geometry(out))
-    return out if out.stride() == result.stride() else result.copy_(out)
+    _launch(backend, "modulated_mp_silu_fwd", [dense_like(y, out), c, out], geom)
+    return out if out is like else like.copy_(out)
 
 
 @torch.library.custom_op("auggen::modulated_mp_silu_backward", mutates_args=())
 def modulated_mp_silu_backward_op(
     grad: torch.Tensor, y: torch.Tensor, c: torch.Tensor, backend: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    result = torch.empty_like(y)
     gc = torch.empty(c.shape, dtype=y.dtype, device=y.device)
     if not y.numel():
-        return result, gc.zero_()
-    gy = _like_output(y)
+        return torch.empty_like(y), gc.zero_()
+    gy, geom, like = _like_output(y)
     cc = c.to(y.dtype).contiguous()
     tensors = [dense_like(grad, gy), dense_like(y, gy), cc, gy, gc]
-    _launch(backend, "modulated_mp_silu_bwd", tensors, _geometry(gy))
-    return (gy if gy.stride() == result.stride() else result.copy_(gy)), gc
+    _launch(backend, "modulated_mp_silu_bwd", tensors, geom)
+    return (gy if gy is like else like.copy_(gy)), gc
 
 
 @modulated_mp_silu_op.register_fake
@@ -112,4 +112,4 @@ def modulated_mp_silu(
     backend = resolve(backend, y)
     if backend == "reference":
         return _ref.modulated_mp_silu_ref(y, c)
-    return modulated_mp_silu_op(y, c.to(y.dtype), backend)
+    return dispatch(modulated_mp_silu_op, y, c)(y, c.to(y.dtype), backend)

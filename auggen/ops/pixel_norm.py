@@ -16,6 +16,7 @@ from auggen.ops._backend import (
     cpu_kernels,
     cuda_ext,
     cuda_stream,
+    dispatch,
     resolve,
     triton_kernels,
 )
@@ -162,7 +163,7 @@ def pixel_norm(
     backend = resolve(backend, x)
     if backend == "reference":
         return _ref.pixel_norm_ref(x, dim, eps)
-    return pixel_norm_op(x, dim, float(eps), backend)
+    return dispatch(pixel_norm_op, x)(x, dim, float(eps), backend)
 
 
 def pixel_norm_silu(
@@ -177,4 +178,4 @@ def pixel_norm_silu(
     backend = resolve(backend, x)
     if backend == "reference":
         return _ref.pixel_norm_silu_ref(x, dim, eps)
-    return pixel_norm_silu_op(x, dim, float(eps), backend)
+    return dispatch(pixel_norm_silu_op, x)(x, dim, float(eps), backend)
