@@ -124,11 +124,20 @@ def merge_dict(cfg, data: dict, prefix: str = ""):
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: JSON when it parses (numbers, lists, null, true), else the string."""
+    """A ``--set`` value: JSON when it parses (numbers, lists, null, true), else the string.
+
+    A bracketed list that is not JSON (``[/a.bin,/b.bin]``: unquoted paths, as shells leave
+    them) is a list of its comma-separated items, each parsed the same way.
+    """
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return text
+        pass
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        items = [t.strip() for t in inner[1:-1].split(",")]
+        return [parse_value(t) for t in items if t]
+    return text
 
 
 def apply_set(cfg, assignment: str):

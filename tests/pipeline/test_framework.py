@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from auggen.pipeline.driver import run_pipeline
 from auggen.faults import ENV, SimulatedCrash, fault_point
+from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.overrides import all_keys, apply_set, from_dict, merge_dict, to_dict
 from auggen.pipeline.stage import DONE, TIMING, Stage
 
@@ -112,6 +112,11 @@ def test_overrides_types_and_errors():
     c = apply_set(cfg, "b.values=[0.5, 1]")
     assert c.b.values == (0.5, 1.0)
     assert apply_set(cfg, "b.values=0.3,0.4").b.values == (0.3, 0.4)
+    # A shell leaves [/a.bin,/b.bin] unquoted: not JSON, still a list of its items.
+    from auggen.pipeline.presets import PRESETS
+
+    paths = apply_set(PRESETS["micro"], "data.verification_bins=[/data/lfw.bin,/data/cfp.bin]")
+    assert paths.data.verification_bins == ("/data/lfw.bin", "/data/cfp.bin")
     assert apply_set(cfg, "b.flag=true").b.flag is True
     assert apply_set(cfg, "b.limit=7").b.limit == 7
     assert apply_set(c, "b.limit=null").b.limit is None

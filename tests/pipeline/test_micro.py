@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from auggen.data.index import open_index
-from auggen.pipeline.driver import run_pipeline
 from auggen.faults import ENV, SimulatedCrash
+from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stage import DONE
 from auggen.pipeline.stages import STAGES
