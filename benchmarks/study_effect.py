@@ -1,0 +1,296 @@
+"""Does AugGen help here? Vary one factor at a time from the ``orl-tiny`` base and measure.
+
+Fixed before the study (never tuned on the evaluation identities): the ORL split of the
+``orl-tiny`` preset (30 training identities, 10 unseen ones for verification, 2 held-out
+images per training identity for rank-1), FR seeds 0-4 in every arm, and the primary metric,
+unseen-identity verification accuracy (insightface's 10-fold protocol). The generator is
+trained once per generator config, not per FR seed: the seeds measure the FR training noise
+around one G.
+
+Each arm is a pipeline run in ``<out>/<arm>``; it starts from hard links to the finished
+stage folders of ``<out>/base``, so the driver's fingerprints rerun only what the arm's
+settings change (a new generator only where ``gen`` or ``sample`` change). Arms other than
+``base`` train FR on D_orig + D_aug only (the D_repro control is the base arm's). Rows are
+appended to ``benchmarks/results/study_effect.csv`` as arms finish; a rerun skips finished
+arms, and ``--max-minutes`` stops starting new ones, so the study runs in resumable pieces.
+
+    python benchmarks/study_effect.py --list
+    python benchmarks/study_effect.py --arms base,sampler-6 --max-minutes 60
+    python benchmarks/study_effect.py --plot   # the figure from the CSV so far
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+SEEDS = "0,1,2,3,4"
+PRIMARY = ("unseen_verif", "accuracy")
+ARMS: dict[str, list[str]] = {
+    "base": [],
+    # generator budget
+    "gen-steps-400": ["gen.steps=400"],
+    "gen-steps-2000": ["gen.steps=2000"],
+    # sampler
+    "sampler-6": ["sample.num_steps=6"],
+    "sampler-24": ["sample.num_steps=24"],
+    # how much D_aug (and so the real:synthetic ratio: D_orig has 240 images)
+    "new-ids-15": ["generate.new_identities=15"],
+    "new-ids-60": ["generate.new_identities=60"],
+    "per-id-4": ["generate.images_per_identity=4"],
+    "per-id-16": ["generate.images_per_identity=16"],
+    # (alpha, beta): fixed points on both sides of the grid's choice
+    "mix-0.5": ["generate.alpha=0.5", "generate.beta=0.5"],
+    "mix-0.8": ["generate.alpha=0.8", "generate.beta=0.8"],
+    "mix-1.1": ["generate.alpha=1.1", "generate.beta=1.1"],
+    # FR training budget
+    "fr-epochs-x2": ["fr.epochs=40"],  # orl-tiny: 20 epochs, cosine schedule
+    # k-class mixing (beyond the paper): Dirichlet mixes of 3 identities
+    "k3-mix": ["generate.sources=3"],
+}
+FIELDS = [
+    "date", "device", "arm", "settings", "config_hash", "seeds",
+    "acc_orig", "acc_orig_std", "acc_aug", "acc_aug_std", "acc_repro",
+    "diff_aug", "diff_low", "diff_high", "verdict",
+    "tar_orig", "tar_aug", "rank1_orig", "rank1_aug",
+    "fd_repro", "fd_aug", "fd_floor", "repro_identity_consistency",
+    "alpha", "beta", "m_s", "m_d", "aug_images", "gen_steps", "sampler_steps",
+    "stages_run", "wall_s",
+]  # fmt: skip
+
+
+def arm_args(arm: str) -> list[str]:
+    args = ["--preset", "orl-tiny", "--seeds", SEEDS, "--no-progress"]
+    settings = list(ARMS[arm])
+    if arm != "base":
+        settings.append('train_mix.variants=["aug"]')
+    for s in settings:
+        args += ["--set", s]
+    return args
+
+
+def config_hash(arm: str) -> str:
+    return hashlib.sha256(json.dumps(arm_args(arm)).encode()).hexdigest()[:12]
+
+
+def seed_from_base(base: Path, run: Path) -> None:
+    """Hard links to base's finished stages (every write is a new file, so base is safe)."""
+    run.mkdir(parents=True, exist_ok=True)
+    for stage in sorted(base.iterdir()) if base.exists() else []:
+        if (stage / "DONE").exists() and not (run / stage.name).exists():
+            shutil.copytree(stage, run / stage.name, copy_function=os.link)
+
+
+def _metric(rows, model, bench, metric) -> list[float]:
+    got = [r for r in rows if (r["model"], r["benchmark"], r["metric"]) == (model, bench, metric)]
+    return [float(r["value"]) for r in sorted(got, key=lambda r: int(r["seed"]))]
+
+
+def repro_consistency(run: Path) -> float:
+    """How often M_orig's nearest D_orig class centroid is a D_repro image's conditioning class."""
+    import torch
+
+    from auggen.data.index import open_index
+    from auggen.data.source import resized
+    from auggen.eval import extract_embeddings
+    from auggen.mixing.search import class_centroids
+    from auggen.recognition.train import FRTrainConfig, load_backbone
+
+    fr_dir = run / "train_fr" / "baseline" / "seed0"
+    size = FRTrainConfig.from_dict(json.loads((fr_dir / "config.json").read_text())).input_size
+    model = load_backbone(fr_dir)
+
+    def feats(src):
+        src = resized(src, size)
+        return extract_embeddings(model, src.read(range(len(src))), input_size=size)
+
+    real = open_index(run / "data" / "train.index.json")
+    repro = open_index(run / "repro" / "repro.index.json")
+    centroids = class_centroids(feats(real), real.labels, real.num_classes)
+    nearest = (feats(repro) @ centroids.T).argmax(1)
+    return float((nearest == torch.as_tensor(repro.labels)).float().mean())
+
+
+def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
+    from auggen.eval.paired import paired_difference
+    from auggen.pipeline.store import read_csv
+
+    rows = read_csv(run / "evaluate" / "metrics.csv")
+    orig, aug = (_metric(rows, m, *PRIMARY) for m in ("baseline", "aug"))
+    repro = _metric(rows, "repro", *PRIMARY)
+    d = paired_difference(aug, orig)
+    tar = [k for k in {r["metric"] for r in rows} if k.startswith("tar@")]
+    tar_key = sorted(tar)[-1] if tar else None
+    dist = json.loads((run / "report" / "feature_distances.json").read_text())
+    mixing = json.loads((run / "generate" / "mixing.json").read_text())
+    cell = next(
+        (
+            r
+            for r in read_csv(run / "grid" / "grid.csv")
+            if abs(float(r["alpha"]) - mixing["alpha"]) < 1e-9
+            and abs(float(r["beta"]) - mixing["beta"]) < 1e-9
+        ),
+        None,
+    )
+    cfg = json.loads((run / "train_gen" / "config.json").read_text())["config"]["gen"]
+    sample = json.loads((run / "repro" / "config.json").read_text())["config"]["sample"]
+
+    def mean(v):
+        return sum(v) / len(v) if v else ""
+
+    def std(v):
+        m = mean(v)
+        return (sum((x - m) ** 2 for x in v) / len(v)) ** 0.5 if v else ""
+
+    return {
+        "arm": arm,
+        "settings": " ".join(ARMS[arm]) or "(orl-tiny)",
+        "config_hash": config_hash(arm),
+        "seeds": len(orig),
+        "acc_orig": mean(orig),
+        "acc_orig_std": std(orig),
+        "acc_aug": mean(aug),
+        "acc_aug_std": std(aug),
+        "acc_repro": mean(repro),
+        "diff_aug": d.mean,
+        "diff_low": d.low,
+        "diff_high": d.high,
+        "verdict": d.verdict,
+        "tar_orig": mean(_metric(rows, "baseline", PRIMARY[0], tar_key)) if tar_key else "",
+        "tar_aug": mean(_metric(rows, "aug", PRIMARY[0], tar_key)) if tar_key else "",
+        "rank1_orig": mean(_metric(rows, "baseline", "heldout_ident", "rank1")),
+        "rank1_aug": mean(_metric(rows, "aug", "heldout_ident", "rank1")),
+        "fd_repro": dist.get("repro", {}).get("fd", ""),
+        "fd_aug": dist.get("aug", {}).get("fd", ""),
+        "fd_floor": dist.get("orig_halves", {}).get("fd", ""),
+        "repro_identity_consistency": repro_consistency(run),
+        "alpha": mixing["alpha"],
+        "beta": mixing["beta"],
+        "m_s": cell["m_s"] if cell else "",
+        "m_d": cell["m_d"] if cell else "",
+        "aug_images": mixing["new_identities"] * mixing["images_per_identity"],
+        "gen_steps": cfg["steps"],
+        "sampler_steps": sample["num_steps"],
+        "stages_run": ";".join(ran),
+        "wall_s": round(wall, 1),
+    }
+
+
+def run_arm(arm: str, out: Path, threads: int) -> dict:
+    run = out / arm
+    if arm != "base":
+        seed_from_base(out / "base", run)
+    cmd = [sys.executable, "-m", "auggen.pipeline", *arm_args(arm), "--out", str(run)]
+    cmd += ["--threads", str(threads)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"arm {arm} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    done = [ln for ln in p.stdout.splitlines() if ln.startswith("done in")]
+    ran = done[-1].split("(ran: ", 1)[1].rstrip(")").split(", ") if done else []
+    return summarise(arm, run, [r for r in ran if not r.startswith("nothing")], wall)
+
+
+def finished(csv_path: Path) -> dict[str, dict]:
+    if not csv_path.exists():
+        return {}
+    with open(csv_path, newline="") as f:
+        return {r["arm"]: r for r in csv.DictReader(f) if r["config_hash"] == config_hash(r["arm"])}
+
+
+def append_row(csv_path: Path, row: dict) -> None:
+    from _harness import device_name
+
+    new = not csv_path.exists()
+    row = {"date": time.strftime("%Y-%m-%d"), "device": device_name("cpu"), **row}
+    with open(csv_path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in FIELDS})
+
+
+def plot(csv_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(finished(csv_path).values())
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in (
+        (axes[0], "repro_identity_consistency", "D_repro identity consistency (M_orig)"),
+        (axes[1], "fd_repro", "FD(D_repro, D_orig) in M_orig space"),
+    ):
+        for r in rows:
+            x, y = float(r[key]), 100 * float(r["diff_aug"])
+            lo, hi = (100 * float(r[k]) if r[k] else y for k in ("diff_low", "diff_high"))
+            ax.errorbar(x, y, yerr=[[y - lo], [hi - y]], fmt="o", capsize=3)
+            ax.annotate(r["arm"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("unseen verification: D_aug − D_orig (points, 95 % CI)")
+    fig.suptitle("AugGen on ORL: accuracy change vs generator quality, one factor at a time")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms (default: all)")
+    p.add_argument("--out", default=str(REPO / "runs" / "study"), help="run folders")
+    p.add_argument("--csv", default=str(REPO / "benchmarks/results/study_effect.csv"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-minutes", type=float, default=0, help="start no arm after this")
+    p.add_argument("--list", action="store_true", help="print the arms and exit")
+    p.add_argument("--plot", action="store_true", help="only redraw the figure")
+    args = p.parse_args(argv)
+    csv_path, png = Path(args.csv), Path(args.csv).with_suffix(".png")
+    if args.list:
+        for arm, settings in ARMS.items():
+            print(f"{arm:16s} {' '.join(settings) or '(orl-tiny, seeds ' + SEEDS + ')'}")
+        return 0
+    if not args.plot:
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        unknown = [a for a in arms if a not in ARMS]
+        if unknown:
+            p.error(f"unknown arm(s) {unknown}; see --list")
+        if "base" not in arms and not (Path(args.out) / "base" / "report" / "DONE").exists():
+            arms.insert(0, "base")  # every other arm starts from its stages
+        t0 = time.perf_counter()
+        for arm in arms:
+            if arm in finished(csv_path):
+                print(f"[{arm}] in {csv_path} already")
+                continue
+            if args.max_minutes and time.perf_counter() - t0 > 60 * args.max_minutes:
+                print(f"budget of {args.max_minutes} min spent; rerun to continue")
+                break
+            print(f"[{arm}] running: {' '.join(ARMS[arm]) or 'base'}", flush=True)
+            row = run_arm(arm, Path(args.out), args.threads)
+            append_row(csv_path, row)
+            print(
+                f"[{arm}] D_aug - D_orig = {100 * row['diff_aug']:+.2f} points "
+                f"({row['verdict']}), {row['wall_s']:.0f} s",
+                flush=True,
+            )
+    plot(csv_path, png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
