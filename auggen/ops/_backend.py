@@ -93,15 +93,43 @@ def _compiling() -> bool:
     return bool(is_compiling and is_compiling())
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # not fake/functional tensors of a tracer
+_EAGER: dict = {}  # custom op -> an equivalent torch.autograd.Function for eager calls
+
+
 def dispatch(op, *tensors):
-    """``op`` (a ``torch.library`` custom op), or its plain Python implementation when the
-    dispatcher would add nothing: no input needs a gradient and torch.compile is not tracing.
-    The dispatcher costs ~35 µs a call on CPU, more than the kernels of a small UNet layer."""
-    if _compiling() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+    """What runs custom op ``op`` on ``tensors``: ``op`` itself while torch.compile traces
+    (or for tensor subclasses), else its plain Python implementation, through an equivalent
+    ``autograd.Function`` when an input needs a gradient. The dispatcher and the custom-op
+    autograd cost ~35 µs a call and as much per backward on CPU, more than the kernels of a
+    small UNet layer; an autograd.Function costs a third of that."""
+    tensors = [t for t in tensors if t is not None]
+    if _compiling() or any(type(t) not in _PLAIN for t in tensors):
         return op
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        eager = _EAGER.get(op)
+        return op if eager is None else eager.apply
     return getattr(op, "_init_fn", op)
 
 
+def register_autograd(op, backward, setup_context) -> None:
+    """``op.register_autograd`` plus the same ``backward``/``setup_context`` as an
+    autograd.Function that ``dispatch`` uses outside torch.compile."""
+    op.register_autograd(backward, setup_context=setup_context)
+    impl = getattr(op, "_init_fn", None)
+    if impl is None:
+        return
+
+    def forward(ctx, *args):
+        ctx.set_materialize_grads(False)  # unused outputs get None, as with custom ops
+        out = impl(*args)
+        setup_context(ctx, args, out)
+        return out
+
+    name = f"{getattr(op, '_name', 'op')}_eager"  # grad_fn: <pixel_norm_eagerBackward>
+    body = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    Eager = type(name, (torch.autograd.Function,), body)
+    _EAGER[op] = Eager
 def triton_kernels(family: str):
     """The launcher module ``auggen.kernels.triton.<family>`` (imports triton on first use)."""
     return importlib.import_module(f"auggen.kernels.triton.{family}")

@@ -23,7 +23,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from auggen.ops._backend import dispatch
+from auggen.ops._backend import dispatch, register_autograd
 from auggen.ops._validate import check_float, check_same_shape
 
 ATTENTION_BACKENDS = ("reference", "cpu", "triton", "cuda")
@@ -145,11 +145,13 @@ def _backward(ctx, dout, dlse):
     q, k, v, out, lse = ctx.saved_tensors
     if dout is None:
         dout = torch.zeros_like(out)
-    dq, dk, dv = _bwd_op(dout, q, k, v, out, lse, dlse, ctx.eps, ctx.precision)
+    dq, dk, dv = dispatch(_bwd_op, dout, q, k, v, out, lse, dlse)(
+        dout, q, k, v, out, lse, dlse, ctx.eps, ctx.precision
+    )
     return dq, dk, dv, None, None
 
 
-_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+register_autograd(_fwd_op, _backward, _setup_context)
 
 
 def mp_attention(

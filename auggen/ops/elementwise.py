@@ -15,6 +15,7 @@ from auggen.ops._backend import (
     cuda_ext,
     cuda_stream,
     dispatch,
+    register_autograd,
     resolve,
     triton_kernels,
 )
@@ -74,10 +75,10 @@ def _mp_silu_setup(ctx, inputs, output):
 
 def _mp_silu_backward(ctx, grad):
     (x,) = ctx.saved_tensors
-    return mp_silu_backward_op(grad, x, ctx.backend), None
+    return dispatch(mp_silu_backward_op, grad, x)(grad, x, ctx.backend), None
 
 
-mp_silu_op.register_autograd(_mp_silu_backward, setup_context=_mp_silu_setup)
+register_autograd(mp_silu_op, _mp_silu_backward, _mp_silu_setup)
 
 
 # ---- mp_sum / mp_sum_clamp ------------------------------------------------------------------
@@ -154,7 +155,7 @@ def _mp_sum_setup(ctx, inputs, output):
 
 
 def _mp_sum_backward(ctx, grad):
-    ga, gb = mp_sum_backward_op(grad, ctx.t, ctx.backend)
+    ga, gb = dispatch(mp_sum_backward_op, grad)(grad, ctx.t, ctx.backend)
     return ga, gb, None, None
 
 
@@ -165,12 +166,14 @@ def _mp_sum_clamp_setup(ctx, inputs, output):
 
 def _mp_sum_clamp_backward(ctx, grad):
     a, b = ctx.saved_tensors
-    ga, gb = mp_sum_clamp_backward_op(grad, a, b, ctx.t, ctx.clip, ctx.backend)
+    ga, gb = dispatch(mp_sum_clamp_backward_op, grad, a, b)(
+        grad, a, b, ctx.t, ctx.clip, ctx.backend
+    )
     return ga, gb, None, None, None
 
 
-mp_sum_op.register_autograd(_mp_sum_backward, setup_context=_mp_sum_setup)
-mp_sum_clamp_op.register_autograd(_mp_sum_clamp_backward, setup_context=_mp_sum_clamp_setup)
+register_autograd(mp_sum_op, _mp_sum_backward, _mp_sum_setup)
+register_autograd(mp_sum_clamp_op, _mp_sum_clamp_backward, _mp_sum_clamp_setup)
 
 
 # ---- public functions -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from auggen.ops._backend import (
     cuda_ext,
     cuda_stream,
     dispatch,
+    register_autograd,
     resolve,
     triton_kernels,
 )
@@ -90,11 +91,11 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad):
     y, c = ctx.saved_tensors
-    gy, gc = modulated_mp_silu_backward_op(grad, y, c, ctx.backend)
+    gy, gc = dispatch(modulated_mp_silu_backward_op, grad, y, c)(grad, y, c, ctx.backend)
     return gy, gc.to(c.dtype), None
 
 
-modulated_mp_silu_op.register_autograd(_backward, setup_context=_setup)
+register_autograd(modulated_mp_silu_op, _backward, _setup)
 
 
 def modulated_mp_silu(

@@ -17,6 +17,7 @@ from auggen.ops._backend import (
     cuda_ext,
     cuda_stream,
     dispatch,
+    register_autograd,
     resolve,
     triton_kernels,
 )
@@ -137,18 +138,20 @@ def _setup_context(ctx, inputs, output):
 
 def _pixel_norm_backward(ctx, grad_n):
     (x,) = ctx.saved_tensors
-    gx = pixel_norm_backward_op(grad_n, None, x, ctx.dim, ctx.eps, ctx.backend)
+    gx = dispatch(pixel_norm_backward_op, grad_n, x)(grad_n, None, x, ctx.dim, ctx.eps, ctx.backend)
     return gx, None, None, None
 
 
 def _pixel_norm_silu_backward(ctx, grad_n, grad_s):
     (x,) = ctx.saved_tensors
-    gx = pixel_norm_backward_op(grad_n, grad_s, x, ctx.dim, ctx.eps, ctx.backend)
+    gx = dispatch(pixel_norm_backward_op, grad_n, grad_s, x)(
+        grad_n, grad_s, x, ctx.dim, ctx.eps, ctx.backend
+    )
     return gx, None, None, None
 
 
-pixel_norm_op.register_autograd(_pixel_norm_backward, setup_context=_setup_context)
-pixel_norm_silu_op.register_autograd(_pixel_norm_silu_backward, setup_context=_setup_context)
+register_autograd(pixel_norm_op, _pixel_norm_backward, _setup_context)
+register_autograd(pixel_norm_silu_op, _pixel_norm_silu_backward, _setup_context)
 
 
 def pixel_norm(
