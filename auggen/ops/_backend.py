@@ -130,6 +130,8 @@ def register_autograd(op, backward, setup_context) -> None:
     body = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
     Eager = type(name, (torch.autograd.Function,), body)
     _EAGER[op] = Eager
+
+
 def triton_kernels(family: str):
     """The launcher module ``auggen.kernels.triton.<family>`` (imports triton on first use)."""
     return importlib.import_module(f"auggen.kernels.triton.{family}")
