@@ -41,7 +41,11 @@ from auggen.generator.checkpoint import (
 )
 from auggen.generator.data import GenStepBatches, prepare_images, step_randomness  # noqa: F401
 from auggen.generator.ema import SNAPSHOT_DTYPES, PowerFunctionEMA
-from auggen.generator.loading import FORMAT, load_generator  # noqa: F401  (public re-export)
+from auggen.generator.loading import (  # noqa: F401  (load_generator: public re-export)
+    FORMAT,
+    load_generator,
+    load_weights,
+)
 from auggen.generator.presets import PRESETS, build_unet
 from auggen.generator.sample_grid import save_sample_grid
 from auggen.generator.unet import Precond
@@ -181,20 +185,24 @@ def train_generator(
     out_dir,
     device="cpu",
     progress: bool = True,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> Precond:
-    """Train (or resume) in ``out_dir``; returns the first EMA network in eval mode."""
+    """Train (or resume) in ``out_dir``; returns the first EMA network in eval mode.
+
+    ``init``: a state dict of the same network to start from instead of random weights
+    (fine-tuning a pretrained G); a resumed run continues from its checkpoint instead."""
     source = training_source(data, cfg.resolution)
     if len(source) == 0:
         raise ValueError("data holds no images")
     out_dir = Path(out_dir)
     rt = runtime.setup(device)
     try:
-        return _train(cfg, source, out_dir, rt, progress)
+        return _train(cfg, source, out_dir, rt, progress, init)
     finally:
         runtime.cleanup(rt)
 
 
-def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress: bool):
+def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress: bool, init):
     device, rank, world = rt.device, rt.rank, rt.world_size
     b_local = runtime.per_rank_batch(cfg.batch_size, world)
     label_dim = int(cfg.label_dim if cfg.label_dim is not None else source.num_classes)
@@ -207,6 +215,8 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
     net = build_unet(
         cfg.preset, cfg.resolution, label_dim, meta["img_channels"], **meta["overrides"]
     )
+    if init is not None:  # before the EMAs, which start as copies of the net
+        load_weights(net, init, "the init weights (pipeline pretrained.gen)")
     net = net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
     ema = PowerFunctionEMA(net, cfg.ema_stds)

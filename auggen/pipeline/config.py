@@ -8,6 +8,7 @@ them directly. Presets live in ``auggen.pipeline.presets``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from auggen.generator.train import GenTrainConfig
 from auggen.mixing.conditions import MAX_COEF
@@ -99,6 +100,17 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class PretrainedConfig:
+    """Models brought from elsewhere (auggen.pipeline.pretrained); empty: train both, as the
+    paper does."""
+
+    gen: str = ""  # a generator folder of this project or an NVlabs edm2 .pkl
+    gen_mode: str = "use"  # use: G is this model, no training | init: train_gen starts from it
+    fr: str = ""  # an FR model: insightface .pth, AdaFace .ckpt or this project's FR run
+    fr_mode: str = "use"  # use: M_orig is this model | init: every FR training starts from it
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     gen: GenTrainConfig = field(default_factory=GenTrainConfig)
@@ -111,6 +123,7 @@ class PipelineConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
     seeds: tuple[int, ...] = (0,)  # FR training seeds (mean +- std over them)
     device: str = "cpu"  # device, threads, progress: not part of any stage's fingerprint
     threads: int = 0  # torch CPU threads; 0: torch's default
@@ -178,6 +191,13 @@ class PipelineConfig:
             )
         if self.sample.batch_size < 0:
             raise ValueError(f"sample.batch_size must be >= 0, got {self.sample.batch_size}")
+        p = self.pretrained
+        for name in ("gen", "fr"):
+            mode, path = getattr(p, f"{name}_mode"), getattr(p, name)
+            if mode not in ("use", "init"):
+                raise ValueError(f"pretrained.{name}_mode must be 'use' or 'init', got {mode!r}")
+            if path and not Path(path).exists():
+                raise FileNotFoundError(f"pretrained.{name}: {path} does not exist")
         if self.dist_timeout_s <= 0:
             raise ValueError(f"dist_timeout_s must be > 0, got {self.dist_timeout_s}")
         if self.sample.num_steps < 1:

@@ -18,7 +18,8 @@ from auggen.data.index import open_index
 from auggen.data.source import resized
 from auggen.eval.fd_kd import frechet_distance, kernel_distance
 from auggen.eval.paired import paired_difference
-from auggen.pipeline.stages.common import embedder, load_fr, m_orig_dir, open_data
+from auggen.pipeline.pretrained import m_orig
+from auggen.pipeline.stages.common import embedder, open_data
 
 MAX_IMAGES = 20_000  # per set (CASIA holds 0.49 M: embedding all of it would take minutes)
 # Generated set -> (stage, index of its images only: aug.index.json holds just the new ids).
@@ -41,7 +42,7 @@ def embed_images(embed, src, indices: np.ndarray, batch: int) -> torch.Tensor:
 
 def set_features(cfg, in_dirs) -> dict[str, torch.Tensor]:
     """{"orig", "repro", "aug"} -> M_orig embeddings (a set whose stage left no index is absent)."""
-    embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
+    embed = embedder(m_orig(cfg, in_dirs), cfg)
     batch = cfg.embed.batch_size
     real = resized(open_data(in_dirs), cfg.gen.resolution)
     feats = {"orig": embed_images(embed, real, spread(len(real)), batch)}

@@ -41,7 +41,8 @@ class Stage:
     needs: tuple[str, ...] = ()
     config_keys: tuple[str, ...] = ()  # top-level config sections the stage reads
     summary: str = ""
-    # inputs(cfg) -> JSON-able fingerprint of files read from outside the run folder
+    # inputs(cfg) -> JSON-able fingerprint of files read from outside the run folder (None:
+    # none with this config)
     inputs: Callable | None = None
     # Under torchrun: "all" ranks run ``run`` and split its work (auggen.runtime.my_items),
     # or the "main" rank alone runs it while the others wait.
@@ -90,8 +91,10 @@ def fingerprint(stage: Stage, cfg, tokens: dict[str, str], external=None) -> str
 
     fields = {"stage": stage.name, "config": stage_config(stage, cfg), "inputs": tokens}
     fields["format"] = FORMAT
-    if stage.inputs is not None:
-        fields["external"] = external if external is not None else stage.inputs(cfg)
+    if stage.inputs is not None and external is None:
+        external = stage.inputs(cfg)
+    if external is not None:  # None: nothing read from outside (e.g. no pretrained model)
+        fields["external"] = external
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

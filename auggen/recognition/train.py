@@ -232,19 +232,23 @@ def train_fr(
     out_dir: str | Path,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
-    """Train (or resume) and return the backbone in eval mode; see the module docstring."""
+    """Train (or resume) and return the backbone in eval mode; see the module docstring.
+
+    ``init``: a backbone state dict of the same architecture to start from (fine-tuning a
+    pretrained recogniser; the margin head starts fresh, its classes are this set's)."""
     source = training_source(data, cfg.input_size)
     check_data(source)
     info = D.setup(device)
     device = info.device
     try:
-        return _train(cfg, source, Path(out_dir), device, progress, info)
+        return _train(cfg, source, Path(out_dir), device, progress, info, init)
     finally:
         D.cleanup(info)
 
 
-def _train(cfg, source, out, device, progress, info) -> nn.Module:
+def _train(cfg, source, out, device, progress, info, init=None) -> nn.Module:
     D.per_rank_batch(cfg.batch_size, info.world_size)  # a clear error before any work
     steps = len(source) // cfg.batch_size
     if steps == 0:
@@ -259,6 +263,14 @@ def _train(cfg, source, out, device, progress, info) -> nn.Module:
     backbone = build_backbone(
         cfg.backbone, cfg.input_size, cfg.embedding_size, width=cfg.width, dropout=cfg.dropout
     )
+    if init is not None:
+        try:
+            backbone.load_state_dict(init)
+        except RuntimeError as e:
+            raise ValueError(
+                f"the init weights do not fit fr.backbone={cfg.backbone!r} (width {cfg.width}, "
+                f"{cfg.input_size} px, {cfg.embedding_size}-d): {str(e).splitlines()[0]}"
+            ) from None
     head = build_head(cfg.head, cfg.embedding_size, source.num_classes, **cfg.head_kwargs)
     model = FRModel(backbone, head).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

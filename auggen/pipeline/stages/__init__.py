@@ -1,5 +1,6 @@
 """The AugGen stages in run order: ``STAGES[name]`` (see docs/DESIGN.md, "The pipeline")."""
 
+from auggen.pipeline import pretrained
 from auggen.pipeline.inputs import data_fingerprint
 from auggen.pipeline.stage import Stage
 from auggen.pipeline.stages import (
@@ -25,7 +26,12 @@ STAGES: dict[str, Stage] = {
         ranks="main",
     ),
     "train_gen": Stage(
-        "train_gen", train_gen.run, ("data",), ("gen",), "train the EDM2 generator G on D_orig"
+        "train_gen",
+        train_gen.run,
+        ("data",),
+        ("gen",),
+        "train the EDM2 generator G on D_orig",
+        inputs=pretrained.gen_inputs,
     ),
     "train_fr": Stage(
         "train_fr",
@@ -33,6 +39,7 @@ STAGES: dict[str, Stage] = {
         ("data",),
         ("fr", "seeds"),
         "train the baseline FR models (M_orig = first seed)",
+        inputs=pretrained.fr_inputs,
     ),
     "repro": Stage(
         "repro",
@@ -61,6 +68,7 @@ STAGES: dict[str, Stage] = {
         ("data", "repro", "generate"),
         ("fr", "seeds", "train_mix"),
         "FR on D_orig + D_repro and D_orig + D_aug",
+        inputs=pretrained.fr_init_inputs,
     ),
     "evaluate": Stage(
         "evaluate",

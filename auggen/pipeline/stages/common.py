@@ -34,7 +34,7 @@ def embedder(model, cfg):
             batch_size=cfg.embed.batch_size,
             flip=cfg.embed.flip,
             device=cfg.device,
-            input_size=cfg.fr.input_size,
+            input_size=getattr(model, "input_size", cfg.fr.input_size),  # a pretrained net's own
         )
 
     return embed

@@ -25,12 +25,11 @@ from auggen.faults import fault_point
 from auggen.files import read_json
 from auggen.mixing import sample_pairs
 from auggen.pipeline.leakage import leakage_audit
+from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
     embedder,
-    load_fr,
     load_gen,
-    m_orig_dir,
     open_data,
     sampler,
 )
@@ -167,7 +166,7 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin)
         },
     )
     _export(prefixes, out_dir, g)
-    embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
+    embed = embedder(m_orig(cfg, in_dirs), cfg)
     heldout_path = in_dirs["data"] / "heldout.index.json"
     heldout = open_data(in_dirs, "heldout") if heldout_path.exists() else None
     leakage_audit(  # streamed: real embeddings are held, never the real images

@@ -16,13 +16,12 @@ from auggen import runtime
 from auggen.faults import fault_point
 from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
 from auggen.pipeline.figures import montage, save_png
+from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
     embed_source,
     embedder,
-    load_fr,
     load_gen,
-    m_orig_dir,
     open_data,
     sampler,
 )
@@ -30,7 +29,7 @@ from auggen.pipeline.stages.common import (
 
 def run(cfg, in_dirs, out_dir) -> None:
     real = open_data(in_dirs)
-    embed = embedder(load_fr(m_orig_dir(cfg, in_dirs), cfg.device), cfg)
+    embed = embedder(m_orig(cfg, in_dirs), cfg)
     net = load_gen(in_dirs, cfg.device)
     real_feats = embed_source(embed, real, cfg.embed.batch_size, split=True)
     sample_fn, timed = sampler(net, cfg), {"s": 0.0, "images": 0}

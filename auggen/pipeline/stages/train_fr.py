@@ -17,8 +17,13 @@ FINISHED = "FINISHED"
 
 
 def train_runs(cfg, data, out_dir: Path, variant: str, stage: str) -> None:
-    """One ``train_fr`` per seed under ``out_dir/<variant>/seed<k>``; a finished one is kept."""
+    """One ``train_fr`` per seed under ``out_dir/<variant>/seed<k>``; a finished one is kept.
+
+    With ``pretrained.fr`` in ``init`` mode every run starts from its backbone weights."""
+    from auggen.pipeline.pretrained import fr_init
     from auggen.recognition.train import train_fr
+
+    init = fr_init(cfg)
 
     rt = runtime.current()
     for k, seed in enumerate(cfg.seeds):
@@ -27,7 +32,9 @@ def train_runs(cfg, data, out_dir: Path, variant: str, stage: str) -> None:
         if runtime.broadcast_object((run_dir / FINISHED).exists(), f"{variant} seed {seed}", rt):
             continue
         # Every rank trains the seed together (DDP, the global batch split across ranks).
-        train_fr(fr_config(cfg, seed), data, run_dir, device=cfg.device, progress=cfg.progress)
+        train_fr(
+            fr_config(cfg, seed), data, run_dir, device=cfg.device, progress=cfg.progress, init=init
+        )
         if rt.is_main:
             write_json(
                 run_dir / FINISHED,

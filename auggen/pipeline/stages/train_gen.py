@@ -1,16 +1,32 @@
-"""Stage ``train_gen``: the class-conditional EDM2 generator G on D_orig (``model/``)."""
+"""Stage ``train_gen``: the class-conditional EDM2 generator G on D_orig (``model/``).
+
+With ``pretrained.gen`` set, G is that model (``gen_mode="use"``: checked and copied into
+``model/``) or training starts from its weights (``"init"``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from auggen import runtime
 from auggen.data.source import in_memory_if_small, resized
+from auggen.generator.export import save_generator_safetensors
+from auggen.pipeline.pretrained import pretrained_generator
 from auggen.pipeline.stages.common import open_data, with_data_workers
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
     from auggen.generator.train import train_generator
 
+    init = None
+    if cfg.pretrained.gen:  # a generator brought from elsewhere (pipeline.pretrained)
+        classes = cfg.gen.label_dim or open_data(in_dirs).num_classes
+        net = pretrained_generator(cfg, classes)
+        if cfg.pretrained.gen_mode == "use":
+            if runtime.current().is_main:
+                save_generator_safetensors(net, out_dir / "model")
+            return
+        init = net.state_dict()
     # Streamed a batch at a time; a small set (the demo) is decoded once and held.
     data = in_memory_if_small(resized(open_data(in_dirs), cfg.gen.resolution))
     train_generator(
@@ -19,4 +35,5 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
         out_dir / "model",
         device=cfg.device,
         progress=cfg.progress,
+        init=init,
     )
