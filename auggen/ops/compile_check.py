@@ -110,8 +110,12 @@ def _meta(shape, dtype, channels_last=False):
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
-def triton_launches(quick: bool = False) -> list[Launch]:
-    """Every Triton launch the ops make at the listed shapes, dtypes, layouts and tiles."""
+FAMILIES = ("pixel_norm", "modulate", "elementwise", "attention")
+
+
+def triton_launches(quick: bool = False, families=FAMILIES) -> list[Launch]:
+    """Every Triton launch the ops make at the listed shapes, dtypes, layouts and tiles
+    (``families``: a subset of FAMILIES)."""
     from auggen.kernels.triton import attention as ka
     from auggen.kernels.triton import elementwise as ke
     from auggen.kernels.triton import modulate as km
@@ -154,15 +158,14 @@ def triton_launches(quick: bool = False) -> list[Launch]:
             lse = _meta((n, h, length), torch.float32)
             tag = f"attention {(n, h, length, d)} {dtype}".replace("torch.", "")
             for prec in ("ieee", "tf32", "bf16") if dtype == torch.float32 else ("tf32",):
-                lo = ka.dot_dtype(dtype, prec)
                 what = f"{tag} {prec if dtype == torch.float32 else ''}"
-                for cfg in ka.fwd_configs(d, lo, length):
+                for cfg in ka.fwd_configs(d, dtype, length, prec):
                     with recording(launches, f"{what} {_cfg(cfg)}"):
                         ka.mp_attention_fwd(q, q, q, config=cfg, precision=prec)
-                for cfg in ka.bwd_configs(d, lo, length):
+                for cfg in ka.bwd_configs(d, dtype, length, prec):
                     with recording(launches, f"{what} {_cfg(cfg)}"):
                         ka.mp_attention_bwd(q, q, q, q, q, lse, config=cfg, precision=prec)
-    return launches
+    return [x for x in launches if x.what.split()[0] in families]
 
 
 def _cfg(cfg: dict) -> str:
@@ -283,9 +286,11 @@ def _fill(rep: Report, stats: dict) -> None:
         rep.problems.append("ptxas printed no register count")
 
 
-def triton_report(capabilities=(90, 80), quick: bool = False, progress=None) -> list[Report]:
+def triton_report(
+    capabilities=(90, 80), quick: bool = False, progress=None, families=FAMILIES
+) -> list[Report]:
     """Compile each distinct launch once per target (launches that specialise alike share)."""
-    launches = triton_launches(quick)
+    launches = triton_launches(quick, families)
     seen: dict[tuple, Report] = {}
     reports = []
     for launch in launches:
@@ -372,13 +377,14 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[90, 80])
     parser.add_argument("--csv", help="write one row per launch and arch")
     parser.add_argument("--quick", action="store_true", help="fp32/bf16, fewer attention shapes")
-    parser.add_argument("--only", choices=["triton", "cuda"], help="check one family")
+    parser.add_argument("--only", choices=["triton", "cuda"], help="check one compiler")
+    parser.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("run without TRITON_INTERPRET=1: the interpreter compiles nothing")
     reports: list[Report] = []
     if args.only != "cuda":
-        reports += triton_report(tuple(args.arch), args.quick)
+        reports += triton_report(tuple(args.arch), args.quick, families=args.families)
     if args.only != "triton":
         if shutil.which("nvcc"):
             reports += cuda_report(tuple(args.arch))

@@ -271,37 +271,49 @@ def _cfg(bm, bn, warps, stages, bd):
     return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages, BLOCK_D=bd)
 
 
-def fwd_configs(d: int, dtype: torch.dtype, length: int | None = None) -> list[dict]:
-    """Candidate tiles for the forward at (L, D, dot dtype), tried or timed in this order.
+def fwd_configs(
+    d: int, dtype: torch.dtype, length: int | None = None, precision: str = "tf32"
+) -> list[dict]:
+    """Candidate tiles for the forward at (L, D, input dtype, precision), timed on first use.
 
     Each compiles for sm_80 and sm_90 without spills (``auggen.ops.compile_check``); tiles
     are no longer than L rounded up to a power of two (L = 64 uses 64-row tiles, not 128).
-    fp32 operands (IEEE or TF32) use 8 warps: with 4 their 64x64 fp32 tiles spill.
+    IEEE fp32 products run on CUDA cores with whole fp32 tiles in registers: small tiles only.
     """
     bd = _block_d(d)
     if interpreting():
         return [dict(BLOCK_M=32, BLOCK_N=16, BLOCK_D=bd)]  # M != N, as on GPUs
-    wide = dtype == torch.float32
+    lo = dot_dtype(dtype, precision)
     cands = []
-    if bd <= 64 and not wide:
-        cands += [_cfg(128, 64, 8, 3, bd), _cfg(64, 64, 4, 3, bd)]
-    if bd <= 128:
-        cands += [_cfg(64, 64, 8, 2, bd), _cfg(64, 32, 4, 2, bd)]
+    if lo == torch.float32 and precision == "ieee":
+        cands += [_cfg(64, 32, 8, 1, bd), _cfg(32, 64, 8, 1, bd), _cfg(32, 32, 4, 2, bd)]
+    else:
+        if bd <= 64 and lo != torch.float32:
+            cands += [_cfg(128, 64, 8, 3, bd), _cfg(64, 64, 4, 3, bd)]
+        if bd <= 128:
+            cands += [_cfg(64, 64, 8, 2, bd), _cfg(64, 32, 4, 2, bd)]
     cands.append(_cfg(32, 32, 4, 1, bd))
     return _fit(cands, length)
 
 
-def bwd_configs(d: int, dtype: torch.dtype, length: int | None = None) -> list[dict]:
+def bwd_configs(
+    d: int, dtype: torch.dtype, length: int | None = None, precision: str = "tf32"
+) -> list[dict]:
     """Candidate tiles for the two backward kernels (dk/dv and dq), as ``fwd_configs``."""
     bd = _block_d(d)
     if interpreting():
         return [dict(BLOCK_M=16, BLOCK_N=32, BLOCK_D=bd)]
-    wide = dtype == torch.float32
+    lo = dot_dtype(dtype, precision)
     cands = []
-    if bd <= 64 and not wide:
-        cands += [_cfg(64, 64, 8, 2, bd), _cfg(32, 64, 4, 2, bd)]
     if bd <= 128:
-        cands += [_cfg(32, 64, 8, 1, bd), _cfg(32, 32, 4, 1, bd)]
+        if lo == torch.float32 and precision == "ieee":
+            cands += [_cfg(32, 32, 8, 1, bd), _cfg(16, 32, 8, 1, bd)]
+        elif lo == torch.float32:  # tf32
+            cands += [_cfg(32, 64, 8, 1, bd), _cfg(32, 32, 4, 1, bd)]
+        elif lo == dtype:  # 16-bit inputs
+            cands += [_cfg(32, 64, 4, 2, bd), _cfg(32, 32, 4, 1, bd)]
+        else:  # fp32 inputs, bf16 products: the fp32 dO tile costs registers
+            cands += [_cfg(32, 32, 4, 1, bd)]
     cands.append(_cfg(16, 32, 4, 1, bd))
     return _fit(cands, length)
 
@@ -402,7 +414,7 @@ def mp_attention_fwd(
         return out, lse.fill_(float("-inf"))
     lo = dot_dtype(q.dtype, precision)
     qh, kh, vh = (normalize_heads(t, lo, eps) for t in (q, k, v))
-    configs = [config] if config else fwd_configs(d, lo, length)
+    configs = [config] if config else fwd_configs(d, q.dtype, length, precision)
     _, qk_scale, _ = _scales(d)
     args = (qh, kh, vh, out, lse, length, d, qk_scale)
     consts = dict(PRECISION=_input_precision(lo, precision))
@@ -443,7 +455,7 @@ def mp_attention_bwd(
     lse = lse.contiguous()
     lo = dot_dtype(q.dtype, precision)
     qh, kh, vh = (normalize_heads(t, lo, eps) for t in (q, k, v))
-    configs = [config] if config else bwd_configs(d, lo, length)
+    configs = [config] if config else bwd_configs(d, q.dtype, length, precision)
     rsqrt_d, qk_scale, sm_scale = _scales(d)
     scalars = (h, length, d, rsqrt_d, eps, qk_scale, sm_scale)
     consts = dict(PRECISION=_input_precision(lo, precision))
