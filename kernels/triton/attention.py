@@ -311,14 +311,17 @@ def bwd_configs(
         elif lo == torch.float32:  # tf32
             cands += [_cfg(32, 64, 8, 1, bd), _cfg(32, 32, 4, 1, bd)]
         elif lo == dtype:  # 16-bit inputs
-            cands += [_cfg(32, 64, 4, 2, bd), _cfg(32, 32, 4, 1, bd)]
+            cands += [_cfg(32, 64, 8, 2, bd), _cfg(32, 32, 4, 1, bd)]
         else:  # fp32 inputs, bf16 products: the fp32 dO tile costs registers
             cands += [_cfg(32, 32, 4, 1, bd)]
-    cands.append(_cfg(16, 32, 4, 1, bd))
+    # the last resort; with fp32 operands 4 warps spill on sm_80 at L = 196
+    cands.append(_cfg(16, 32, 8 if lo == torch.float32 else 4, 1, bd))
     return _fit(cands, length)
 
 
 def _fit(cands: list[dict], length: int | None) -> list[dict]:
+    """Unique candidates whose tiles are no longer than L (rounded up to a power of two)."""
+    cands = [c for i, c in enumerate(cands) if c not in cands[:i]]
     if length is None:
         return cands
     cap = max(16, triton.next_power_of_2(length))
