@@ -92,9 +92,9 @@ def bench_ops(device, shapes, dtypes, repeats) -> list[dict]:
 
     from auggen import ops
 
-    backend = next(b for b in ("cuda", "triton", "cpu") if b in ops.backends())
-    if device.type == "cpu":
-        backend = "cpu"
+    # Both GPU backends are timed: the auto order (cuda, then triton) should follow the faster.
+    gpu = [b for b in ("cuda", "triton") if b in ops.backends()]
+    backends = gpu if device.type == "cuda" else ["cpu"]
     rows = []
     for dtype in dtypes:
         for shape in shapes:
@@ -105,8 +105,9 @@ def bench_ops(device, shapes, dtypes, repeats) -> list[dict]:
             del x
             for name, (public, _, _, (fwd_n, bwd_n)) in bo.OPS.items():
                 xs = bo._inputs(name, shape, dtype, device, False)
-                fn = lambda *a, f=public: f(*a, backend=backend)  # noqa: E731
-                for kind, traffic in (("fwd", fwd_n), ("fwd+bwd", fwd_n + bwd_n)):
+                for backend, kind in [(b, k) for b in backends for k in ("fwd", "fwd+bwd")]:
+                    fn = lambda *a, f=public, b=backend: f(*a, backend=b)  # noqa: E731
+                    traffic = fwd_n if kind == "fwd" else fwd_n + bwd_n
                     call = (lambda xs=xs, fn=fn: fn(*xs)) if kind == "fwd" else bo._fwd_bwd(fn, xs)
                     with torch.no_grad() if kind == "fwd" else torch.enable_grad():
                         ms = time_fn(call, device=device, repeats=repeats).p50
@@ -275,7 +276,10 @@ def main(argv=None) -> int:
     if not cuda:  # the targets are for a GPU: CPU rows only show that every step runs
         for r in rows:
             r["ok"] = ""
-    notes.append(f"wall time {time.time() - t0:.0f} s; torch {torch.__version__}")
+    notes.append(
+        f"wall time {time.time() - t0:.0f} s; torch {torch.__version__}; fp32 matmul precision "
+        f"{torch.get_float32_matmul_precision()!r} (attention precision follows it)"
+    )
     write(Path(args.out), rows, device, notes)
     return 0
 
