@@ -232,20 +232,27 @@ def plot(csv_path: Path, png: Path) -> None:
     rows = list(finished(csv_path).values())
     if not rows:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in (
-        (axes[0], "repro_identity_consistency", "D_repro identity consistency (M_orig)"),
-        (axes[1], "fd_repro", "FD(D_repro, D_orig) in M_orig space"),
-    ):
-        for r in rows:
-            x, y = float(r[key]), 100 * float(r["diff_aug"])
-            lo, hi = (100 * float(r[k]) if r[k] else y for k in ("diff_low", "diff_high"))
-            ax.errorbar(x, y, yerr=[[y - lo], [hi - y]], fmt="o", capsize=3)
-            ax.annotate(r["arm"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+
+    def diff(r):
+        y = 100 * float(r["diff_aug"])
+        lo, hi = (100 * float(r[k]) if r[k] else y for k in ("diff_low", "diff_high"))
+        return y, [[y - lo], [hi - y]]
+
+    for x, r in enumerate(rows):  # every arm, its change and 95 % interval
+        y, err = diff(r)
+        axes[0].errorbar(x, y, yerr=err, fmt="o", capsize=3)
+    axes[0].set_xticks(range(len(rows)), [r["arm"] for r in rows], rotation=45, ha="right")
+    for r in rows:  # against the generator's identity consistency
+        y, err = diff(r)
+        x = float(r["repro_identity_consistency"])
+        axes[1].errorbar(x, y, yerr=err, fmt="o", capsize=3)
+        axes[1].annotate(r["arm"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes[1].set_xlabel("D_repro identity consistency (M_orig's nearest class = its label)")
+    for ax in axes:
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xlabel(label)
-        ax.set_ylabel("unseen verification: D_aug − D_orig (points, 95 % CI)")
-    fig.suptitle("AugGen on ORL: accuracy change vs generator quality, one factor at a time")
+        ax.set_ylabel("D_aug − D_orig, points (95 % CI)")
+    fig.suptitle("AugGen on ORL, one factor at a time: unseen-identity verification accuracy")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
