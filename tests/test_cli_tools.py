@@ -18,12 +18,7 @@ from auggen.recognition import build_backbone, load_pretrained
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _faces(n_ids=3, per_id=4, seed=0) -> LabeledImages:

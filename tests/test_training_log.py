@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from auggen.generator.train import GenTrainConfig, train_generator
 from auggen.recognition import train as fr_train
@@ -17,12 +16,7 @@ from tests.recognition.conftest import toy_faces
 TINY_FR = dict(backbone="ir18", width=8, input_size=32, embedding_size=32, batch_size=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _events(log_dir):

@@ -21,10 +21,5 @@ def toy():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: on a shared 2-core machine two intra-op threads mostly wait on
-    # each other (measured ~10x slower per step under load), so run the tests single-threaded.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(one_thread):
+    """Every recognition test runs single-threaded (tests/conftest.py)."""
