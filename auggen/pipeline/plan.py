@@ -126,72 +126,45 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
     gen_bytes = gen_n * px * PNG_RATIO * (2 if cfg.generate.write_images else 1)
     gen_bytes *= 1.5 if cfg.generate.write_recordio else 1.0
     feats = n * cfg.fr.embedding_size * 4  # real embeddings held in RAM (grid, leakage)
+    head_ram = c * cfg.fr.embedding_size * 4 * 4  # margin-head weights, grads, momentum
+
+    def row(stage, images=0, steps=0, evals=0, flops=0.0, disk=0, ram=0) -> dict:
+        return dict(stage=stage, images=images, steps=steps, evals=evals, flops=flops,
+                    disk=disk, ram=ram)  # fmt: skip
+
+    def fr_training(stage, per_epoch: int, disk) -> dict:
+        images = cfg.fr.epochs * per_epoch * seeds
+        steps = cfg.fr.epochs * (per_epoch // cfg.fr.batch_size) * seeds
+        return row(stage, images, steps, 0, fr_step * images, disk, head_ram)
+
+    def sampling(stage, images: int, embedded: int, disk, ram) -> dict:
+        flops = g_flops * images * ev + embed * embedded
+        return row(stage, images, 0, images * ev, flops, disk, ram)
+
+    gen_images = g_steps * g.batch_size
     return [
-        dict(stage="data", images=n, steps=0, evals=0, flops=0.0, disk=n * 24, ram=n * 24),
-        dict(
-            stage="train_gen",
-            images=g_steps * g.batch_size,
-            steps=g_steps,
-            evals=0,
-            flops=3 * g_flops * g_steps * g.batch_size,
-            disk=ck_bytes * g.keep_checkpoints + snap_bytes * snaps,
-            ram=ck_bytes,
-        ),
-        dict(
-            stage="train_fr",
-            images=cfg.fr.epochs * n * seeds,
-            steps=cfg.fr.epochs * (n // cfg.fr.batch_size) * seeds,
-            evals=0,
-            flops=fr_step * cfg.fr.epochs * n * seeds,
-            disk=fr_ck,
-            ram=c * cfg.fr.embedding_size * 4 * 4,
-        ),
-        dict(
-            stage="repro",
-            images=repro_n,
-            steps=0,
-            evals=repro_n * ev,
-            flops=g_flops * repro_n * ev,
-            disk=repro_n * px * PNG_RATIO,
-            ram=g_params * 4,
-        ),
-        dict(
-            stage="grid",
-            images=grid_n,
-            steps=0,
-            evals=grid_n * ev,
-            flops=g_flops * grid_n * ev + embed * (grid_n + n),
-            disk=len(gr.alphas) * len(gr.betas) * px,
-            ram=feats,
-        ),
-        dict(
-            stage="generate",
-            images=gen_n,
-            steps=0,
-            evals=gen_n * ev,
-            flops=g_flops * gen_n * ev + embed * (gen_n + n),
-            disk=gen_bytes,
-            ram=feats,
-        ),
-        dict(
-            stage="train_mix",
-            images=cfg.fr.epochs * mix_n * seeds,
-            steps=cfg.fr.epochs * (mix_n // cfg.fr.batch_size) * seeds,
-            evals=0,
-            flops=fr_step * cfg.fr.epochs * mix_n * seeds,
-            disk=fr_ck * len(variants),
-            ram=c * cfg.fr.embedding_size * 4 * 4,
-        ),
-        dict(
-            stage="evaluate",
-            images=bench * models,
-            steps=0,
-            evals=0,
+        row("data", n, disk=n * 24, ram=n * 24),
+        row(
+            "train_gen",
+            gen_images,
+            g_steps,
+            0,
+            3 * g_flops * gen_images,
+            ck_bytes * g.keep_checkpoints + snap_bytes * snaps,
+            ck_bytes,
+        ),  # fmt: skip
+        fr_training("train_fr", n, fr_ck),
+        sampling("repro", repro_n, 0, repro_n * px * PNG_RATIO, g_params * 4),
+        sampling("grid", grid_n, grid_n + n, len(gr.alphas) * len(gr.betas) * px, feats),
+        sampling("generate", gen_n, gen_n + n, gen_bytes, feats),
+        fr_training("train_mix", mix_n, fr_ck * len(variants)),
+        row(
+            "evaluate",
+            bench * models,
             flops=embed * bench * models,
-            disk=0,
             ram=bench * 3 * cfg.fr.input_size**2,
-        ),
-        dict(stage="report", images=0, steps=0, evals=0, flops=0.0, disk=0, ram=0),
+        ),  # fmt: skip
+        row("report"),
     ]
 
 
