@@ -154,7 +154,7 @@ class FRTrainConfig:
 
 
 PRESETS = {
-    # The paper's FR recipe (AdaFace IR50, 112 px; batch per rank).
+    # The paper's FR recipe (AdaFace IR50, 112 px, global batch 512).
     "ir50-adaface": FRTrainConfig(),
     # A CPU-sized model for the ORL demo (40 ids x 10 images).
     "orl-tiny": FRTrainConfig(
