@@ -120,6 +120,21 @@ def print_row(row: dict) -> None:
     )
 
 
+def append_csv(path, fields, rows) -> None:
+    """Append ``rows`` (dicts keyed by ``fields``, or sequences in their order) to the CSV at
+    ``path``, writing the header first when the file is new."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        if new:
+            csv.writer(f).writerow(fields)
+        for row in rows:
+            if isinstance(row, dict):
+                row = [row.get(k, "") for k in fields]
+            csv.writer(f).writerow(row)
+
+
 def write_csv(path: str | None, rows: list[dict]) -> None:
     """Writes ``rows`` (atomic replace) when a path was given."""
     if not path:

@@ -50,7 +50,6 @@ Measured (AMD EPYC VM, 2 cores, idle, 2026-11-30; .rec 71.9 MB / 719 MB), 10 k -
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import shutil
@@ -65,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import device_name  # noqa: E402
+from _harness import append_csv, device_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIELDS = ("date", "device", "size", "stage", "item", "value", "unit", "note")
@@ -362,13 +361,7 @@ def main() -> None:
                 f"{gpu:.0f} img/s / {per:.0f} img/s per worker",
             )
     out = Path(args.csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new = not out.exists()
-    with open(out, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(FIELDS)
-        w.writerows(rows)
+    append_csv(out, FIELDS, rows)
     print(f"{len(rows)} rows appended to {out}")
 
 

@@ -11,10 +11,10 @@ CSV rows naming the device to benchmarks/results/pipeline_<device>.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +25,9 @@ from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.overrides import apply_set
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stages import STAGES
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import append_csv  # noqa: E402
 
 FIELDS = ("date", "device", "threads", "preset", "item", "value", "unit", "note")
 
@@ -108,16 +111,11 @@ def main() -> None:
         device, threads = first["device"], first.get("threads", threads)
     kind = "cpu" if device == "cpu" else "cuda"
     out = Path(args.csv or Path(__file__).parent / "results" / f"pipeline_{kind}.csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new = not out.exists()
-    with open(out, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(FIELDS)
-        date = time.strftime("%Y-%m-%dT%H:%M:%S")
-        for item, value, unit, note in collect(run_dir):
-            w.writerow([date, device_name(device), threads, args.preset, item, value, unit, note])
-            print(f"{item:32s} {value:>10} {unit:6s} {note}")
+    date, rows = time.strftime("%Y-%m-%dT%H:%M:%S"), []
+    for item, value, unit, note in collect(run_dir):
+        rows.append([date, device_name(device), threads, args.preset, item, value, unit, note])
+        print(f"{item:32s} {value:>10} {unit:6s} {note}")
+    append_csv(out, FIELDS, rows)
     print(f"rows appended to {out}")
 
 

@@ -15,7 +15,6 @@ ms_p20, ms_p50, ms_p80, img_per_s (from the median).
 """
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from auggen.recognition import AugmentConfig, augment_batch, build_backbone, bui
 from auggen.recognition.train import FRTrainConfig, train_fr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import device_name, time_fn  # noqa: E402
+from _harness import append_csv, device_name, time_fn  # noqa: E402
 
 FIELDS = [
     "task",
@@ -184,13 +183,7 @@ def main():
         rows += bench_model("ir18", size, width, emb, 32, "fp32", False, device, 40, warmup, reps)
         rows.append(bench_train_fr("ir18", size, width, emb, 32, 2, device))
     if args.out:
-        new = not os.path.exists(args.out)
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+        append_csv(args.out, FIELDS, rows)
 
 
 if __name__ == "__main__":

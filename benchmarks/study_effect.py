@@ -212,15 +212,10 @@ def finished(csv_path: Path) -> dict[str, dict]:
 
 
 def append_row(csv_path: Path, row: dict) -> None:
-    from _harness import device_name
+    from _harness import append_csv, device_name
 
-    new = not csv_path.exists()
     row = {"date": time.strftime("%Y-%m-%d"), "device": device_name("cpu"), **row}
-    with open(csv_path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow({k: row.get(k, "") for k in FIELDS})
+    append_csv(csv_path, FIELDS, [row])
 
 
 def plot(csv_path: Path, png: Path) -> None:
