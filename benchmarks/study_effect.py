@@ -2,7 +2,7 @@
 
 Fixed before the study (never tuned on the evaluation identities): the ORL split of the
 ``orl-tiny`` preset (30 training identities, 10 unseen ones for verification, 2 held-out
-images per training identity for rank-1), FR seeds 0-4 in every arm, and the primary metric,
+images per training identity for rank-1), FR seeds 0-4 in every arm (0-19 in ``seeds-20``), and the primary metric,
 unseen-identity verification accuracy (insightface's 10-fold protocol). The generator is
 trained once per generator config, not per FR seed: the seeds measure the FR training noise
 around one G.
@@ -43,6 +43,7 @@ ARMS: dict[str, list[str]] = {
     # generator budget
     "gen-steps-400": ["gen.steps=400"],
     "gen-steps-2000": ["gen.steps=2000"],
+    "gen-width-48": ['gen.overrides={"model_channels":48}'],  # tiny: 32 channels, 1.2 M params
     # sampler
     "sampler-6": ["sample.num_steps=6"],
     "sampler-24": ["sample.num_steps=24"],
@@ -59,7 +60,10 @@ ARMS: dict[str, list[str]] = {
     "fr-epochs-x2": ["fr.epochs=40"],  # orl-tiny: 20 epochs, cosine schedule
     # k-class mixing (beyond the paper): Dirichlet mixes of 3 identities
     "k3-mix": ["generate.sources=3"],
+    # precision: the base config with 20 FR seeds (0-19), to resolve effects of ~1 point
+    "seeds-20": [],
 }
+ARM_SEEDS = {"seeds-20": ",".join(str(s) for s in range(20))}
 FIELDS = [
     "date", "device", "arm", "settings", "config_hash", "seeds",
     "acc_orig", "acc_orig_std", "acc_aug", "acc_aug_std", "acc_repro",
@@ -72,7 +76,7 @@ FIELDS = [
 
 
 def arm_args(arm: str) -> list[str]:
-    args = ["--preset", "orl-tiny", "--seeds", SEEDS, "--no-progress"]
+    args = ["--preset", "orl-tiny", "--seeds", ARM_SEEDS.get(arm, SEEDS), "--no-progress"]
     settings = list(ARMS[arm])
     if arm != "base":
         settings.append('train_mix.variants=["aug"]')
@@ -156,7 +160,7 @@ def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
 
     return {
         "arm": arm,
-        "settings": " ".join(ARMS[arm]) or "(orl-tiny)",
+        "settings": " ".join(ARMS[arm]) or f"(orl-tiny, seeds {ARM_SEEDS.get(arm, SEEDS)})",
         "config_hash": config_hash(arm),
         "seeds": len(orig),
         "acc_orig": mean(orig),
@@ -265,7 +269,8 @@ def main(argv=None) -> int:
     csv_path, png = Path(args.csv), Path(args.csv).with_suffix(".png")
     if args.list:
         for arm, settings in ARMS.items():
-            print(f"{arm:16s} {' '.join(settings) or '(orl-tiny, seeds ' + SEEDS + ')'}")
+            seeds = ARM_SEEDS.get(arm, SEEDS)
+            print(f"{arm:16s} {' '.join(settings) or '(orl-tiny, seeds ' + seeds + ')'}")
         return 0
     if not args.plot:
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -282,7 +287,7 @@ def main(argv=None) -> int:
             if args.max_minutes and time.perf_counter() - t0 > 60 * args.max_minutes:
                 print(f"budget of {args.max_minutes} min spent; rerun to continue")
                 break
-            print(f"[{arm}] running: {' '.join(ARMS[arm]) or 'base'}", flush=True)
+            print(f"[{arm}] running: {' '.join(ARMS[arm]) or arm}", flush=True)
             row = run_arm(arm, Path(args.out), args.threads)
             append_row(csv_path, row)
             print(
