@@ -1,7 +1,9 @@
 """Benchmark the EDM2 generator: training and sampling throughput (images/s) and peak memory.
 
 Modes: ``fused`` (auggen.ops default backend), ``reference`` (plain-PyTorch ops) and
-``compile`` (fused + torch.compile; sampling uses mode="reduce-overhead" on CUDA).
+``compile`` (fused + torch.compile; sampling uses mode="reduce-overhead" on CUDA), each with
+the activations in every layout of ``--memory-formats`` (``auto`` = the UNet's default:
+channels-last on CPU, NCHW on CUDA).
 
 - ``train``: one optimiser step (EDM2 loss, backward, Adam) on a random batch.
 - ``sample``: a whole Heun run (2N-1 evaluations) for a batch of mixed conditions.
@@ -10,15 +12,18 @@ Modes: ``fused`` (auggen.ops default backend), ``reference`` (plain-PyTorch ops)
     python benchmarks/bench_generator.py --quick --device cpu \\
         --csv benchmarks/results/generator_cpu.csv               # tiny/micro presets on CPU
     python benchmarks/bench_generator.py                         # CUDA: edm2-img64-s too
+    python benchmarks/bench_generator.py --quick --device cpu --modes fused,reference \
+        --memory-formats contiguous,channels_last                # the layout's share
 
-CSV rows: task, preset, resolution, mode, batch, num_steps, dtype, threads, device, ms_p20,
-ms_p50, ms_p80, img_per_s (from the median), peak_mem_mb, params.
+CSV rows: task, preset, resolution, mode, memory_format, batch, num_steps, dtype, threads,
+device, ms_p20, ms_p50, ms_p80, img_per_s (from the median), peak_mem_mb, params.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import resource
 import sys
@@ -31,13 +36,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import device_name, time_fn  # noqa: E402
 
 from auggen.data.types import LabeledImages  # noqa: E402
-from auggen.generator import build_unet, set_backend  # noqa: E402
+from auggen.generator import build_unet, set_backend, set_memory_format  # noqa: E402
 from auggen.generator.sample import sample  # noqa: E402
 from auggen.generator.train import GenTrainConfig, edm2_loss, train_generator  # noqa: E402
 
 FIELDS = [
-    "task", "preset", "resolution", "mode", "batch", "num_steps", "dtype", "threads", "device",
-    "ms_p20", "ms_p50", "ms_p80", "img_per_s", "peak_mem_mb", "params",
+    "task", "preset", "resolution", "mode", "memory_format", "batch", "num_steps", "dtype",
+    "threads", "device", "ms_p20", "ms_p50", "ms_p80", "img_per_s", "peak_mem_mb", "params",
 ]  # fmt: skip
 LABELS = 40
 
@@ -53,15 +58,15 @@ def _peak_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
 
 
-def _net(preset, res, mode, device):
+def _net(preset, res, mode, device, fmt):
     torch.manual_seed(0)
     net = build_unet(preset, res, LABELS).to(device)
     set_backend(net, "reference" if mode == "reference" else None)
-    return net
+    return set_memory_format(net, fmt)
 
 
-def bench_train(preset, res, batch, mode, device, dtype, repeats):
-    net = _net(preset, res, mode, device).train()
+def bench_train(preset, res, batch, mode, fmt, device, dtype, repeats):
+    net = _net(preset, res, mode, device, fmt).train()
     fwd = torch.compile(net) if mode == "compile" else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.99))
     y = torch.rand(batch, 3, res, res, device=device) * 2 - 1
@@ -81,8 +86,8 @@ def bench_train(preset, res, batch, mode, device, dtype, repeats):
     return t, _peak_mb(device), sum(p.numel() for p in net.parameters())
 
 
-def bench_sample(preset, res, batch, mode, device, dtype, num_steps, repeats):
-    net = _net(preset, res, mode, device).eval()
+def bench_sample(preset, res, batch, mode, fmt, device, dtype, num_steps, repeats):
+    net = _net(preset, res, mode, device, fmt).eval()
     g = torch.Generator().manual_seed(0)
     i, j = torch.randint(LABELS, (2, batch), generator=g)
     cond = 0.7 * torch.eye(LABELS)[i] + 0.5 * torch.eye(LABELS)[j]  # mixed conditions
@@ -124,9 +129,10 @@ def bench_loop(preset, res, batch, steps, device):
     return dt
 
 
-def _row(task, preset, res, mode, batch, num_steps, dtype, device, t, peak, params):
+def _row(task, preset, res, mode, fmt, batch, num_steps, dtype, device, t, peak, params):
     return {
-        "task": task, "preset": preset, "resolution": res, "mode": mode, "batch": batch,
+        "task": task, "preset": preset, "resolution": res, "mode": mode,
+        "memory_format": fmt, "batch": batch,
         "num_steps": num_steps, "dtype": dtype, "threads": torch.get_num_threads(),
         "device": device_name(device), "ms_p20": round(t.p20, 2), "ms_p50": round(t.p50, 2),
         "ms_p80": round(t.p80, 2), "img_per_s": round(batch / (t.p50 / 1e3), 3),
@@ -141,6 +147,7 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--modes", default="fused,reference,compile")
+    ap.add_argument("--memory-formats", default="auto", help="auto,contiguous,channels_last")
     ap.add_argument("--num-steps", type=int, default=8, help="sampler steps (2N-1 evals)")
     args = ap.parse_args()
     if args.threads:
@@ -153,27 +160,31 @@ def main():
         configs = [("tiny", 32, 32, "fp32"), ("micro", 32, 32, "fp32")]
     rows = []
     for preset, res, batch, dtype in configs:
-        for mode in args.modes.split(","):
+        for mode, fmt in itertools.product(args.modes.split(","), args.memory_formats.split(",")):
             try:
-                t, peak, n = bench_train(preset, res, batch, mode, device, dtype, rep)
-                rows.append(_row("train", preset, res, mode, batch, "", dtype, device, t, peak, n))
+                t, peak, n = bench_train(preset, res, batch, mode, fmt, device, dtype, rep)
+                rows.append(
+                    _row("train", preset, res, mode, fmt, batch, "", dtype, device, t, peak, n)
+                )
                 print(rows[-1], flush=True)
                 sb = min(batch, 16) if device.type == "cpu" else batch
                 t, peak, n = bench_sample(
-                    preset, res, sb, mode, device, dtype, args.num_steps, max(2, rep // 3)
+                    preset, res, sb, mode, fmt, device, dtype, args.num_steps, max(2, rep // 3)
                 )
                 rows.append(
-                    _row("sample", preset, res, mode, sb, args.num_steps, dtype, device, t, peak, n)
-                )
+                    _row("sample", preset, res, mode, fmt, sb, args.num_steps, dtype, device, t,
+                         peak, n)
+                )  # fmt: skip
                 print(rows[-1], flush=True)
             except Exception as e:  # e.g. no compiler for torch.compile: report, keep going
-                print(f"skip {preset} {mode}: {type(e).__name__}: {e}", file=sys.stderr)
+                print(f"skip {preset} {mode} {fmt}: {type(e).__name__}: {e}", file=sys.stderr)
         steps = 10 if args.quick else 50
         dt = bench_loop(preset, res, batch, steps, device)
         rate = steps * batch / dt
         print(f"train_generator {preset} {res}px batch {batch}: {rate:.1f} img/s", flush=True)
         rows.append({"task": "train_generator", "preset": preset, "resolution": res,
-                     "mode": "fused", "batch": batch, "num_steps": "", "dtype": dtype,
+                     "mode": "fused", "memory_format": "auto", "batch": batch, "num_steps": "",
+                     "dtype": dtype,
                      "threads": torch.get_num_threads(), "device": device_name(device),
                      "ms_p20": "", "ms_p50": round(dt / steps * 1e3, 2), "ms_p80": "",
                      "img_per_s": round(rate, 3), "peak_mem_mb": round(_peak_mb(device), 1),

@@ -11,7 +11,8 @@ one H100/H200.
 4. attention: ``mp_attention`` forward and forward+backward TFLOP/s vs normalise-then-SDPA,
    both on q/k/v viewed from the qkv conv output as the network does (target: faster);
 5. sampler: img64-S (random weights) images/s and MFU, fp32 and bf16, fused vs reference ops
-   vs torch.compile (target: the best fused >= 2x the plain fp32 reference).
+   vs torch.compile, and bf16 with channels-last activations (decides the UNet's CUDA layout
+   default; target: the best fused >= 2x the plain fp32 reference).
 
 Without CUDA the build, the tests and the GPU targets are skipped with a line saying so, and
 steps 3-5 run on the CPU at small sizes, so the script is exercised (and cannot rot) on
@@ -173,7 +174,7 @@ def bench_attention(device, shapes, dtypes, repeats) -> list[dict]:
 def bench_sampler(device, preset, resolution, batch, steps, variants) -> list[dict]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from auggen.generator import build_unet, set_backend
+    from auggen.generator import build_unet, set_backend, set_memory_format
     from auggen.generator.sample import sample
 
     torch.manual_seed(0)
@@ -186,9 +187,10 @@ def bench_sampler(device, preset, resolution, batch, steps, variants) -> list[di
     evals = 2 * steps - 1
     peaks = next((p for k, p in PEAKS.items() if k in device_name(device)), None)
     rows, base = [], None
-    for variant in variants:  # e.g. "fused fp32", "reference fp32", "fused bf16", "compile bf16"
-        kind, prec = variant.split()
+    for variant in variants:  # "fused fp32", "compile bf16", "fused bf16 channels_last", ...
+        kind, prec, *layout = variant.split()
         set_backend(net, "reference" if kind == "reference" else None)
+        set_memory_format(net, layout[0] if layout else "auto")
         kw = dict(num_steps=steps, batch_size=batch, autocast=prec == "bf16",
                   compile=kind == "compile")  # fmt: skip
         seeds = list(range(batch))
@@ -208,12 +210,14 @@ def bench_sampler(device, preset, resolution, batch, steps, variants) -> list[di
             mfu = round(ips * evals * flops_per_eval / peak, 4)
         speed = "" if base is None else round(ips / base, 2)
         rows.append(
-            row("sampler", f"{preset} {resolution}px {steps} steps", (batch,), prec, kind,
+            row("sampler", f"{preset} {resolution}px {steps} steps", (batch,), prec,
+                " ".join([kind, *layout]),
                 sec * 1e3, ips, "img/s", "", "")
             | dict(target=">= 2x reference fp32", ok=f"x{speed} mfu={mfu}")
         )  # fmt: skip
         say(f"sampler {variant}: {ips:.2f} img/s (x{speed} vs reference fp32), MFU {mfu}")
     set_backend(net, None)
+    set_memory_format(net, "auto")
     return rows
 
 
@@ -263,11 +267,11 @@ def main(argv=None) -> int:
         dtypes = [torch.float32, torch.bfloat16]
         sampler = ("edm2-img64-s", 64, 64, 8)
         variants = ["reference fp32", "fused fp32", "reference bf16", "fused bf16",
-                    "compile bf16"]  # fmt: skip
+                    "fused bf16 channels_last", "compile bf16"]  # fmt: skip
     else:
         act, att, dtypes = [(2, 64, 16, 16)], [(2, 2, 64, 64)], [torch.float32]
         sampler = ("tiny", 32, 4, 2)
-        variants = ["reference fp32", "fused fp32"]
+        variants = ["reference fp32", "fused fp32", "fused fp32 contiguous"]
     rows = bench_ops(device, act, dtypes, repeats)
     say(f"ops timed ({time.time() - t0:.0f} s so far)")
     rows += bench_attention(device, att, dtypes, repeats)

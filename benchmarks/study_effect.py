@@ -2,10 +2,10 @@
 
 Fixed before the study (never tuned on the evaluation identities): the ORL split of the
 ``orl-tiny`` preset (30 training identities, 10 unseen ones for verification, 2 held-out
-images per training identity for rank-1), FR seeds 0-4 in every arm (0-19 in ``seeds-20``), and the primary metric,
-unseen-identity verification accuracy (insightface's 10-fold protocol). The generator is
-trained once per generator config, not per FR seed: the seeds measure the FR training noise
-around one G.
+images per training identity for rank-1), FR seeds 0-4 in every arm (0-19 in ``seeds-20``),
+and the primary metric, unseen-identity verification accuracy (insightface's 10-fold
+protocol). The generator is trained once per generator config, not per FR seed: the seeds
+measure the FR training noise around one G.
 
 Each arm is a pipeline run in ``<out>/<arm>``; it starts from hard links to the finished
 stage folders of ``<out>/base``, so the driver's fingerprints rerun only what the arm's

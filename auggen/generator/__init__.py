@@ -11,7 +11,7 @@ from auggen.generator.edm2_pickle import load_edm2_pickle
 from auggen.generator.export import save_generator_safetensors
 from auggen.generator.layers import Block, MPConv, MPFourier, mp_cat, set_backend
 from auggen.generator.presets import PRESETS, build_unet, resolve_preset
-from auggen.generator.unet import Precond, UNet
+from auggen.generator.unet import Precond, UNet, set_memory_format
 
 __all__ = [
     "PRESETS",
@@ -26,4 +26,5 @@ __all__ = [
     "resolve_preset",
     "save_generator_safetensors",
     "set_backend",
+    "set_memory_format",
 ]

@@ -45,8 +45,8 @@ def resample(x: torch.Tensor, mode: str = "keep") -> torch.Tensor:
         return x
     if mode == "down":
         return F.avg_pool2d(x, 2)
-    if mode == "up":
-        return x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    if mode == "up":  # nearest 2x: exact copies, and the layout (channels-last) is kept
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
     raise ValueError(f"resample mode must be 'keep', 'down' or 'up', got {mode!r}")
 
 

@@ -75,6 +75,11 @@ def test_resample():
     torch.testing.assert_close(resample(x, "down"), torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))
     up = resample(x, "up")
     assert up.shape == (1, 1, 8, 8) and up[0, 0, 1, 1] == x[0, 0, 0, 0]
+    y = torch.randn(2, 3, 5, 6)
+    want = y.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    assert torch.equal(resample(y, "up"), want)  # exact copies
+    cl = resample(y.contiguous(memory_format=torch.channels_last), "up")
+    assert torch.equal(cl, want) and cl.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="resample mode"):
         resample(x, "sideways")
 

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from auggen.generator import PRESETS, build_unet, set_backend
+from auggen.generator import PRESETS, build_unet, set_backend, set_memory_format
 
 
 def _count(m):
@@ -121,3 +121,42 @@ def test_reference_backend_matches_default_forward_and_backward():
     torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-4, rtol=1e-4)
     for n, g in outs[0][1].items():
         torch.testing.assert_close(g, outs[1][1][n], atol=1e-4, rtol=1e-3, msg=n)
+
+
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_memory_formats_agree_forward_and_backward(backend):
+    """channels-last activations (the CPU default) give NCHW's outputs and gradients, and the
+    output keeps the input's layout."""
+    torch.manual_seed(0)
+    net = set_backend(build_unet("tiny", 16, 4, model_channels=32).train(), backend)
+    with torch.no_grad():
+        net.unet.out_gain.fill_(1.0)
+    x, sigma, c = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 3.0]), torch.eye(4)[:2]
+    got = {}
+    for fmt in ("contiguous", "channels_last"):
+        m = set_memory_format(copy.deepcopy(net), fmt)
+        seen = []
+
+        def hook_fn(mod, inputs, out, seen=seen):
+            seen.append(out.is_contiguous(memory_format=torch.channels_last))
+
+        hook = m.unet.enc["16x16_block0"].register_forward_hook(hook_fn)
+        d, lv = m(x, sigma, c, return_logvar=True)
+        hook.remove()
+        (d.square().mean() + lv.mean()).backward()
+        assert seen == [fmt == "channels_last"]  # the activations really used the layout
+        assert d.is_contiguous()  # the input's layout, not the activations'
+        got[fmt] = (d, {n: p.grad for n, p in m.named_parameters()})
+    torch.testing.assert_close(got["contiguous"][0], got["channels_last"][0], atol=1e-4, rtol=1e-4)
+    for n, g in got["contiguous"][1].items():
+        torch.testing.assert_close(g, got["channels_last"][1][n], atol=1e-4, rtol=1e-3, msg=n)
+
+
+def test_memory_format_policy():
+    from auggen.generator.unet import activation_format
+
+    x = torch.zeros(1, 3, 4, 4)
+    assert activation_format("auto", x) == torch.channels_last  # CPU
+    assert activation_format("contiguous", x) == torch.contiguous_format
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        set_memory_format(build_unet("micro", 16, 4), "nhwc")
