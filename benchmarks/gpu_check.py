@@ -122,6 +122,24 @@ def bench_ops(device, shapes, dtypes, repeats) -> list[dict]:
     return rows
 
 
+def faster_backend(rows: list[dict]) -> str | None:
+    """Which GPU backend won more of the op timings (same op, kind, shape, dtype), as a note
+    with the ``AUGGEN_GPU_ORDER`` that follows it; None unless both were timed."""
+    ms: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        if r["section"] == "ops" and r["variant"] in ("cuda", "triton"):
+            ms.setdefault((r["name"], r["shape"], r["dtype"]), {})[r["variant"]] = r["ms_p50"]
+    pairs = [v for v in ms.values() if len(v) == 2]
+    if not pairs:
+        return None
+    wins = sum(v["cuda"] <= v["triton"] for v in pairs)
+    order = "cuda,triton" if 2 * wins >= len(pairs) else "triton,cuda"
+    return (
+        f"ops: cuda faster in {wins} of {len(pairs)} timings, triton in {len(pairs) - wins}; "
+        f"auto order to use: AUGGEN_GPU_ORDER={order} (default cuda,triton)"
+    )
+
+
 # --- 4: attention vs normalise-then-SDPA ---------------------------------------------------
 
 
@@ -274,6 +292,10 @@ def main(argv=None) -> int:
         variants = ["reference fp32", "fused fp32", "fused fp32 contiguous"]
     rows = bench_ops(device, act, dtypes, repeats)
     say(f"ops timed ({time.time() - t0:.0f} s so far)")
+    order_note = faster_backend(rows)
+    if order_note:
+        say(order_note)
+        notes.append(order_note)
     rows += bench_attention(device, att, dtypes, repeats)
     say(f"attention timed ({time.time() - t0:.0f} s so far)")
     rows += bench_sampler(device, *sampler, variants)

@@ -2,8 +2,10 @@
 
 Detection runs once at import (cheap: triton is located, not imported) so that
 ``torch.compile`` sees constants. Auto choice: CPU tensors -> ``"cpu"`` (C++), CUDA
-tensors -> ``"cuda"`` if ``auggen._C_cuda`` loaded, else ``"triton"``; ``"reference"``
-when nothing compiled is available. fp64 always runs the reference code.
+tensors -> the first available of ``GPU_ORDER`` (``"cuda"`` then ``"triton"``; the
+environment variable ``AUGGEN_GPU_ORDER=triton,cuda`` swaps them, as benchmarks/gpu_check.py
+advises from its timings); ``"reference"`` when nothing compiled is available. fp64 always
+runs the reference code.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ def _detect() -> tuple[str, ...]:
 AVAILABLE = _detect()
 
 
+def _gpu_order() -> tuple[str, ...]:
+    raw = os.environ.get("AUGGEN_GPU_ORDER", "cuda,triton")
+    order = tuple(b.strip() for b in raw.split(",") if b.strip())
+    bad = [b for b in order if b not in ("cuda", "triton")]
+    if bad or not order:
+        raise ValueError(f"AUGGEN_GPU_ORDER must list 'cuda' and/or 'triton', got {raw!r}")
+    return order
+
+
+GPU_ORDER = _gpu_order()
+
+
 def backends() -> list[str]:
     """Backends usable in this process, e.g. ``["reference", "cpu", "triton"]``."""
     return list(AVAILABLE)
@@ -60,7 +74,7 @@ def resolve(backend: str | None, x: torch.Tensor) -> str:
     on_cuda = x.device.type == "cuda"
     if backend is None:
         if on_cuda:
-            backend = next((b for b in ("cuda", "triton") if b in AVAILABLE), "reference")
+            backend = next((b for b in GPU_ORDER if b in AVAILABLE), "reference")
         else:
             backend = "cpu" if "cpu" in AVAILABLE else "reference"
     if backend == "cpu" and on_cuda:

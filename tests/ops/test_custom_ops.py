@@ -76,6 +76,16 @@ def test_backends_listing_and_auto_choice():
     assert _backend.resolve("cpu", x.double()) == "reference"  # fp64 runs the reference code
 
 
+def test_gpu_order_from_environment(monkeypatch):
+    monkeypatch.setenv("AUGGEN_GPU_ORDER", "triton, cuda")
+    assert _backend._gpu_order() == ("triton", "cuda")
+    monkeypatch.delenv("AUGGEN_GPU_ORDER")
+    assert _backend._gpu_order() == ("cuda", "triton")
+    monkeypatch.setenv("AUGGEN_GPU_ORDER", "cuda,tpu")
+    with pytest.raises(ValueError, match="AUGGEN_GPU_ORDER must list"):
+        _backend._gpu_order()
+
+
 def test_unavailable_or_unknown_backend_raises():
     x = torch.randn(2, 3)
     with pytest.raises(ValueError, match="backend"):
