@@ -71,7 +71,7 @@ FIELDS = [
     "tar_orig", "tar_aug", "rank1_orig", "rank1_aug",
     "fd_repro", "fd_aug", "fd_floor", "repro_identity_consistency",
     "alpha", "beta", "m_s", "m_d", "aug_images", "gen_steps", "sampler_steps",
-    "stages_run", "wall_s",
+    "stages_run", "wall_s", "gen_params",
 ]  # fmt: skip
 
 
@@ -125,6 +125,17 @@ def repro_consistency(run: Path) -> float:
     centroids = class_centroids(feats(real), real.labels, real.num_classes)
     nearest = (feats(repro) @ centroids.T).argmax(1)
     return float((nearest == torch.as_tensor(repro.labels)).float().mean())
+
+
+def generator_params(run: Path) -> int:
+    """Parameters of the arm's generator, from its train_gen config (no weights read)."""
+    from auggen.data.index import open_index
+    from auggen.generator import build_unet
+
+    cfg = json.loads((run / "train_gen" / "config.json").read_text())["config"]["gen"]
+    classes = open_index(run / "data" / "train.index.json").num_classes
+    net = build_unet(cfg["preset"], cfg["resolution"], classes, **cfg.get("overrides", {}))
+    return sum(p.numel() for p in net.parameters())
 
 
 def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
@@ -189,6 +200,7 @@ def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
         "sampler_steps": sample["num_steps"],
         "stages_run": ";".join(ran),
         "wall_s": round(wall, 1),
+        "gen_params": generator_params(run),
     }
 
 
@@ -215,6 +227,26 @@ def finished(csv_path: Path) -> dict[str, dict]:
         return {r["arm"]: r for r in csv.DictReader(f) if r["config_hash"] == config_hash(r["arm"])}
 
 
+def upgrade_csv(csv_path: Path, out: Path) -> None:
+    """Rewrites (atomically) a CSV from before a column was added, filling the column in."""
+    from _harness import append_csv
+
+    if not csv_path.exists():
+        return
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows, header = list(reader), reader.fieldnames
+    if header == FIELDS:
+        return
+    for r in rows:
+        if not r.get("gen_params") and (out / r["arm"] / "train_gen" / "DONE").exists():
+            r["gen_params"] = generator_params(out / r["arm"])
+    tmp = csv_path.with_suffix(".csv.tmp")
+    tmp.unlink(missing_ok=True)
+    append_csv(tmp, FIELDS, rows)
+    os.replace(tmp, csv_path)
+
+
 def append_row(csv_path: Path, row: dict) -> None:
     from _harness import append_csv, device_name
 
@@ -231,7 +263,7 @@ def plot(csv_path: Path, png: Path) -> None:
     rows = list(finished(csv_path).values())
     if not rows:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
 
     def diff(r):
         y = 100 * float(r["diff_aug"])
@@ -248,6 +280,15 @@ def plot(csv_path: Path, png: Path) -> None:
         axes[1].errorbar(x, y, yerr=err, fmt="o", capsize=3)
         axes[1].annotate(r["arm"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes[1].set_xlabel("D_repro identity consistency (M_orig's nearest class = its label)")
+    for r in rows:  # against the generator's training budget (parameters x steps)
+        if not r.get("gen_params"):
+            continue
+        y, err = diff(r)
+        x = float(r["gen_params"]) * float(r["gen_steps"]) / 1e9
+        axes[2].errorbar(x, y, yerr=err, fmt="o", capsize=3)
+        axes[2].annotate(r["arm"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes[2].set_xscale("log")
+    axes[2].set_xlabel("generator budget: parameters x training steps (billions)")
     for ax in axes:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_ylabel("D_aug − D_orig, points (95 % CI)")
@@ -272,6 +313,7 @@ def main(argv=None) -> int:
             seeds = ARM_SEEDS.get(arm, SEEDS)
             print(f"{arm:16s} {' '.join(settings) or '(orl-tiny, seeds ' + seeds + ')'}")
         return 0
+    upgrade_csv(csv_path, Path(args.out))
     if not args.plot:
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         unknown = [a for a in arms if a not in ARMS]
