@@ -16,7 +16,9 @@ channels-last on CPU, NCHW on CUDA).
         --memory-formats contiguous,channels_last                # the layout's share
 
 CSV rows: task, preset, resolution, mode, memory_format, batch, num_steps, dtype, threads,
-device, ms_p20, ms_p50, ms_p80, img_per_s (from the median), peak_mem_mb, params.
+device, conv_share (CPU: the fraction of the time in convolutions, which bounds what fused
+elementwise ops can gain), ms_p20, ms_p50, ms_p80, img_per_s (from the median), peak_mem_mb,
+params.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from auggen.generator.train import GenTrainConfig, edm2_loss, train_generator  #
 
 FIELDS = [
     "task", "preset", "resolution", "mode", "memory_format", "batch", "num_steps", "dtype",
-    "threads", "device", "ms_p20", "ms_p50", "ms_p80", "img_per_s", "peak_mem_mb", "params",
+    "threads", "device", "conv_share", "ms_p20", "ms_p50", "ms_p80", "img_per_s", "peak_mem_mb",
+    "params",
 ]  # fmt: skip
 LABELS = 40
 
@@ -65,6 +68,25 @@ def _net(preset, res, mode, device, fmt):
     return set_memory_format(net, fmt)
 
 
+def conv_share(fn, device) -> float | str:
+    """Fraction of one call of ``fn`` spent in convolutions (forward and backward), from the
+    profiler's self CPU times: the part no elementwise fusion can speed up (Amdahl). CPU only."""
+    if device.type != "cpu":
+        return ""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        fn()
+        wall_us = (time.perf_counter() - t0) * 1e6
+    conv_us = sum(
+        e.self_cpu_time_total
+        for e in prof.key_averages()
+        if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward")
+    )
+    return round(conv_us / wall_us, 3)
+
+
 def bench_train(preset, res, batch, mode, fmt, device, dtype, repeats):
     net = _net(preset, res, mode, device, fmt).train()
     fwd = torch.compile(net) if mode == "compile" else net
@@ -83,7 +105,7 @@ def bench_train(preset, res, batch, mode, fmt, device, dtype, repeats):
 
     _reset_peak(device)
     t = time_fn(step, device, warmup=2, repeats=repeats)
-    return t, _peak_mb(device), sum(p.numel() for p in net.parameters())
+    return t, _peak_mb(device), sum(p.numel() for p in net.parameters()), conv_share(step, device)
 
 
 def bench_sample(preset, res, batch, mode, fmt, device, dtype, num_steps, repeats):
@@ -104,7 +126,7 @@ def bench_sample(preset, res, batch, mode, fmt, device, dtype, num_steps, repeat
 
     _reset_peak(device)
     t = time_fn(run, device, warmup=1, repeats=repeats)
-    return t, _peak_mb(device), sum(p.numel() for p in net.parameters())
+    return t, _peak_mb(device), sum(p.numel() for p in net.parameters()), conv_share(run, device)
 
 
 def bench_loop(preset, res, batch, steps, device):
@@ -129,14 +151,15 @@ def bench_loop(preset, res, batch, steps, device):
     return dt
 
 
-def _row(task, preset, res, mode, fmt, batch, num_steps, dtype, device, t, peak, params):
+def _row(task, preset, res, mode, fmt, batch, num_steps, dtype, device, t, peak, params, share):
     return {
         "task": task, "preset": preset, "resolution": res, "mode": mode,
         "memory_format": fmt, "batch": batch,
         "num_steps": num_steps, "dtype": dtype, "threads": torch.get_num_threads(),
-        "device": device_name(device), "ms_p20": round(t.p20, 2), "ms_p50": round(t.p50, 2),
-        "ms_p80": round(t.p80, 2), "img_per_s": round(batch / (t.p50 / 1e3), 3),
-        "peak_mem_mb": round(peak, 1), "params": params,
+        "device": device_name(device), "conv_share": share, "ms_p20": round(t.p20, 2),
+        "ms_p50": round(t.p50, 2), "ms_p80": round(t.p80, 2),
+        "img_per_s": round(batch / (t.p50 / 1e3), 3), "peak_mem_mb": round(peak, 1),
+        "params": params,
     }  # fmt: skip
 
 
@@ -162,18 +185,18 @@ def main():
     for preset, res, batch, dtype in configs:
         for mode, fmt in itertools.product(args.modes.split(","), args.memory_formats.split(",")):
             try:
-                t, peak, n = bench_train(preset, res, batch, mode, fmt, device, dtype, rep)
+                t, peak, n, sh = bench_train(preset, res, batch, mode, fmt, device, dtype, rep)
                 rows.append(
-                    _row("train", preset, res, mode, fmt, batch, "", dtype, device, t, peak, n)
+                    _row("train", preset, res, mode, fmt, batch, "", dtype, device, t, peak, n, sh)
                 )
                 print(rows[-1], flush=True)
                 sb = min(batch, 16) if device.type == "cpu" else batch
-                t, peak, n = bench_sample(
+                t, peak, n, sh = bench_sample(
                     preset, res, sb, mode, fmt, device, dtype, args.num_steps, max(2, rep // 3)
                 )
                 rows.append(
                     _row("sample", preset, res, mode, fmt, sb, args.num_steps, dtype, device, t,
-                         peak, n)
+                         peak, n, sh)
                 )  # fmt: skip
                 print(rows[-1], flush=True)
             except Exception as e:  # e.g. no compiler for torch.compile: report, keep going
