@@ -240,7 +240,8 @@ def finished(csv_path: Path) -> dict[str, dict]:
 
 
 def upgrade_csv(csv_path: Path, out: Path) -> None:
-    """Rewrites (atomically) a CSV from before a column was added, filling the column in."""
+    """Rewrites (atomically) a CSV from before a column was added, or with rows written by an
+    older version of this script, filling the column in."""
     from _harness import append_csv
 
     if not csv_path.exists():
@@ -248,11 +249,12 @@ def upgrade_csv(csv_path: Path, out: Path) -> None:
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         rows, header = list(reader), reader.fieldnames
-    if header == FIELDS:
+    done = [r for r in rows if (out / r["arm"] / "train_gen" / "DONE").exists()]
+    missing = [r for r in done if not r.get("gen_params")]
+    if header == FIELDS and not missing:
         return
-    for r in rows:
-        if not r.get("gen_params") and (out / r["arm"] / "train_gen" / "DONE").exists():
-            r["gen_params"] = generator_params(out / r["arm"])
+    for r in missing:
+        r["gen_params"] = generator_params(out / r["arm"])
     tmp = csv_path.with_suffix(".csv.tmp")
     tmp.unlink(missing_ok=True)
     append_csv(tmp, FIELDS, rows)
