@@ -79,7 +79,10 @@ FIELDS = [
     "fd_repro", "fd_aug", "fd_floor", "repro_identity_consistency",
     "alpha", "beta", "m_s", "m_d", "aug_images", "gen_steps", "sampler_steps",
     "stages_run", "wall_s", "gen_params",
+    "aug_nearest_sim", "near_copy_fraction", "nearest_is_source_fraction",
 ]  # fmt: skip
+# Columns computed from an arm's finished run folder alone (an older CSV gets them filled in).
+DERIVED = ("gen_params", "aug_nearest_sim", "near_copy_fraction", "nearest_is_source_fraction")
 
 
 def arm_args(arm: str) -> list[str]:
@@ -150,6 +153,19 @@ def generator_params(run: Path) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def derived(run: Path) -> dict:
+    """The generator's size and the leakage audit of D_aug (M_orig cosine similarity of each
+    generated image to its nearest real training image; near copies; how often that nearest
+    image belongs to one of the mixed source identities)."""
+    leak = json.loads((run / "generate" / "leakage.json").read_text())
+    return {
+        "gen_params": generator_params(run),
+        "aug_nearest_sim": leak["generated"]["mean"],
+        "near_copy_fraction": leak["near_copy_fraction"],
+        "nearest_is_source_fraction": leak["nearest_is_a_source_fraction"],
+    }
+
+
 def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
     from auggen.eval.paired import paired_difference
     from auggen.pipeline.store import read_csv
@@ -212,7 +228,7 @@ def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
         "sampler_steps": sample["num_steps"],
         "stages_run": ";".join(ran),
         "wall_s": round(wall, 1),
-        "gen_params": generator_params(run),
+        **derived(run),
     }
 
 
@@ -249,12 +265,12 @@ def upgrade_csv(csv_path: Path, out: Path) -> None:
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         rows, header = list(reader), reader.fieldnames
-    done = [r for r in rows if (out / r["arm"] / "train_gen" / "DONE").exists()]
-    missing = [r for r in done if not r.get("gen_params")]
+    done = [r for r in rows if (out / r["arm"] / "generate" / "DONE").exists()]
+    missing = [r for r in done if any(not r.get(k) for k in DERIVED)]
     if header == FIELDS and not missing:
         return
     for r in missing:
-        r["gen_params"] = generator_params(out / r["arm"])
+        r.update(derived(out / r["arm"]))
     tmp = csv_path.with_suffix(".csv.tmp")
     tmp.unlink(missing_ok=True)
     append_csv(tmp, FIELDS, rows)
@@ -277,7 +293,8 @@ def plot(csv_path: Path, png: Path) -> None:
     rows = list(finished(csv_path).values())
     if not rows:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9.5))
+    axes = axes.ravel()
 
     def diff(r):
         y = 100 * float(r["diff_aug"])
@@ -288,21 +305,32 @@ def plot(csv_path: Path, png: Path) -> None:
         y, err = diff(r)
         axes[0].errorbar(x, y, yerr=err, fmt="o", capsize=3)
     axes[0].set_xticks(range(len(rows)), [r["arm"] for r in rows], rotation=45, ha="right")
-    for r in rows:  # against the generator's identity consistency
-        y, err = diff(r)
-        x = float(r["repro_identity_consistency"])
-        axes[1].errorbar(x, y, yerr=err, fmt="o", capsize=3)
-        axes[1].annotate(r["arm"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axes[1].set_xlabel("D_repro identity consistency (M_orig's nearest class = its label)")
-    for r in rows:  # against the generator's training budget (parameters x steps)
-        if not r.get("gen_params"):
-            continue
-        y, err = diff(r)
-        x = float(r["gen_params"]) * float(r["gen_steps"]) / 1e9
-        axes[2].errorbar(x, y, yerr=err, fmt="o", capsize=3)
-        axes[2].annotate(r["arm"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+
+    def scatter(ax, xfn, label):  # the change against one property of the arm's run
+        for r in rows:
+            x = xfn(r)
+            if x is None:
+                continue
+            y, err = diff(r)
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3)
+            ax.annotate(r["arm"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(label)
+
+    def budget(r):
+        return float(r["gen_params"]) * float(r["gen_steps"]) / 1e9 if r.get("gen_params") else None
+
+    scatter(
+        axes[1],
+        lambda r: float(r["repro_identity_consistency"]),
+        "D_repro identity consistency (M_orig's nearest class = its label)",
+    )
+    scatter(axes[2], budget, "generator budget: parameters x training steps (billions)")
     axes[2].set_xscale("log")
-    axes[2].set_xlabel("generator budget: parameters x training steps (billions)")
+    scatter(
+        axes[3],
+        lambda r: float(r["near_copy_fraction"]) if r.get("near_copy_fraction") else None,
+        "D_aug near copies of a real training image (fraction, leakage audit)",
+    )
     for ax in axes:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_ylabel("D_aug − D_orig, points (95 % CI)")
