@@ -18,10 +18,11 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 def activation_format(policy: str, x: torch.Tensor) -> torch.memory_format:
-    """The layout the UNet's activations use. ``auto``: channels-last on CPU, where oneDNN's
-    convolutions run 1.2-2.3x faster in it at the tiny/img64 widths (32-64 channels,
-    benchmarks/bench_generator.py), and NCHW on CUDA until a GPU measurement says otherwise.
-    The auggen.ops kernels take either layout without a copy."""
+    """The layout the UNet's activations use. ``auto``: channels-last on CPU, where oneDNN runs
+    the 32-64 channel 3x3 convolutions 1.2-2.3x faster and the tiny UNet samples ~1.2x faster
+    (a train step: no change; benchmarks/bench_generator.py --memory-formats), and NCHW on
+    CUDA until a GPU measurement (benchmarks/gpu_check.py) says otherwise. The auggen.ops
+    kernels take either layout without a copy."""
     if policy not in MEMORY_FORMATS:
         raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {policy!r}")
     if policy == "channels_last" or (policy == "auto" and x.device.type == "cpu"):
