@@ -202,3 +202,15 @@ def test_a_swap_cut_between_its_renames_completes(tmp_path):
     status = run_pipeline(Toy(), tmp_path, reg, log=lambda s: None)
     assert status == {"first": "skipped", "second": "skipped"}
     assert (tmp_path / "first" / DONE).exists() and not (pending / "first").exists()
+
+
+def test_orl_quality_is_orl_tiny_with_more_seeds():
+    """orl-quality must stay the study's config: orl-tiny's method and data, only the FR seeds
+    (and the D_repro control left out) differ, so the measured gain carries over."""
+    from auggen.pipeline.presets import PRESETS
+
+    tiny, quality = to_dict(PRESETS["orl-tiny"]), to_dict(PRESETS["orl-quality"])
+    assert quality["seeds"] == list(range(40)) and quality["train_mix"]["variants"] == ["aug"]
+    for key in tiny:
+        if key not in ("seeds", "train_mix"):
+            assert quality[key] == tiny[key], key
