@@ -23,11 +23,15 @@ def activation_format(policy: str, x: torch.Tensor) -> torch.memory_format:
     (a train step: no change; benchmarks/bench_generator.py --memory-formats), and NCHW on
     CUDA until a GPU measurement (benchmarks/gpu_check.py) says otherwise. The auggen.ops
     kernels take either layout without a copy."""
-    if policy not in MEMORY_FORMATS:
-        raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {policy!r}")
+    _check_policy(policy)
     if policy == "channels_last" or (policy == "auto" and x.device.type == "cpu"):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {policy!r}")
 
 
 def _format_of(x: torch.Tensor) -> torch.memory_format:
@@ -40,7 +44,7 @@ def _format_of(x: torch.Tensor) -> torch.memory_format:
 def set_memory_format(module: nn.Module, policy: str) -> nn.Module:
     """Run every UNet below ``module`` with activations in ``policy``'s layout ("auto",
     "channels_last" or "contiguous"); outputs keep the layout of the input either way."""
-    activation_format(policy, torch.empty(0))  # validates
+    _check_policy(policy)
     for m in module.modules():
         if isinstance(m, UNet):
             m.memory_format = policy
