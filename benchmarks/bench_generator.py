@@ -73,9 +73,15 @@ def _net(preset, res, mode, device, fmt):
     return set_memory_format(net, fmt)
 
 
+# Convolutions in the profile: oneDNN's (self time) and auggen's Winograd (the autograd nodes'
+# total time: their C++ transforms and their GEMMs).
+ONEDNN_CONV = ("aten::mkldnn_convolution", "aten::convolution_backward")
+WINOGRAD = ("_Winograd", "_WinogradBackward")
+
+
 def conv_share(fn, device) -> float | str:
     """Fraction of one call of ``fn`` spent in convolutions (forward and backward), from the
-    profiler's self CPU times: the part no elementwise fusion can speed up (Amdahl). CPU only."""
+    profiler: the part no elementwise fusion can speed up (Amdahl). CPU only."""
     if device.type != "cpu":
         return ""
     from torch.profiler import ProfilerActivity, profile
@@ -84,11 +90,9 @@ def conv_share(fn, device) -> float | str:
         t0 = time.perf_counter()
         fn()
         wall_us = (time.perf_counter() - t0) * 1e6
-    conv_us = sum(
-        e.self_cpu_time_total
-        for e in prof.key_averages()
-        if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward")
-    )
+    events = prof.key_averages()
+    conv_us = sum(e.self_cpu_time_total for e in events if e.key in ONEDNN_CONV)
+    conv_us += sum(e.cpu_time_total for e in events if e.key in WINOGRAD)
     return round(conv_us / wall_us, 3)
 
 

@@ -12,7 +12,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 vpy=.venv/bin/python
 stamp=.venv/.auggen-installed
-want=$(cat pyproject.toml CMakeLists.txt scripts/venv.sh | sha1sum | cut -d' ' -f1)
+# Rebuild when the build files or any compiled source changed (e.g. after a git pull).
+want=$( (cat pyproject.toml CMakeLists.txt scripts/venv.sh
+  find csrc kernels/cuda -type f | LC_ALL=C sort | xargs cat) | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$vpy" -c "import auggen._C" 2>/dev/null; then
   exit 0
 fi

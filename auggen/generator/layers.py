@@ -123,6 +123,15 @@ class MPConv(nn.Module):
                 self._cache[slot] = (wn * (gain / math.sqrt(wn[0].numel()))).to(dtype)
         return self._cache[slot]
 
+    def _inference_winograd(self, dtype: torch.dtype, gain) -> torch.Tensor:
+        """``winograd_weight`` of ``inference_weight(dtype, gain)``, cached with it."""
+        w = self.inference_weight(dtype, gain)
+        slot = ("winograd", w.data_ptr())
+        if slot not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != "winograd"}
+            self._cache[slot] = ops.winograd_weight(w)
+        return self._cache[slot]
+
     def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
         w = self.weight
         if self.training or (torch.is_grad_enabled() and w.requires_grad):
@@ -142,8 +151,12 @@ class MPConv(nn.Module):
                 w = (w * (gain / math.sqrt(w[0].numel()))).to(x.dtype)
         else:
             w = self.inference_weight(_compute_dtype(x), gain)
+            if w.ndim == 4 and ops.winograd_applies(x, w, self.backend):
+                return ops.conv3x3(x, w, self.backend, self._inference_winograd(w.dtype, gain))
         if w.ndim == 2:
             return x @ w.t()
+        if w.shape[-1] == 3:
+            return ops.conv3x3(x, w, self.backend)  # Winograd on the CPU backend, else conv2d
         return F.conv2d(x, w, padding=w.shape[-1] // 2)
 
 

@@ -118,4 +118,22 @@ void register_cpu_ops(py::module_& m) {
     AUGGEN_CALL(modulated_mp_silu_bwd, dt, ptr<const void>(g), ptr<const void>(y),
                 ptr<const void>(c), ptr<void>(gy), ptr<void>(gc), n, s1, ch, s2);
   });
+
+  // Winograd F(4x4, 3x3) transforms (fp32, NHWC <-> (36, tiles, C)); see kernels/winograd.cpp.
+  m.def("wino_input_fwd", [](uintptr_t x, uintptr_t v, int64_t n, int64_t h, int64_t w,
+                             int64_t c, int64_t t0, int64_t t1) {
+    AUGGEN_CALL(wino_input_fwd, ptr<const float>(x), ptr<float>(v), n, h, w, c, t0, t1);
+  });
+  m.def("wino_input_bwd", [](uintptr_t dv, uintptr_t dx, int64_t n, int64_t h, int64_t w,
+                             int64_t c, int64_t t0, int64_t t1) {
+    AUGGEN_CALL(wino_input_bwd, ptr<const float>(dv), ptr<float>(dx), n, h, w, c, t0, t1);
+  });
+  m.def("wino_output_fwd", [](uintptr_t mm, uintptr_t y, int64_t n, int64_t h, int64_t w,
+                              int64_t k, int64_t t0, int64_t t1) {
+    AUGGEN_CALL(wino_output_fwd, ptr<const float>(mm), ptr<float>(y), n, h, w, k, t0, t1);
+  });
+  m.def("wino_output_bwd", [](uintptr_t gy, uintptr_t dm, int64_t n, int64_t h, int64_t w,
+                              int64_t k, int64_t t0, int64_t t1) {
+    AUGGEN_CALL(wino_output_bwd, ptr<const float>(gy), ptr<float>(dm), n, h, w, k, t0, t1);
+  });
 }

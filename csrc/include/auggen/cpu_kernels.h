@@ -24,6 +24,14 @@
                              int64_t s1, int64_t ch, int64_t s2);                              \
   void modulated_mp_silu_bwd(int dtype, const void* g, const void* y, const void* c, void* gy, \
                              void* gc, int64_t n, int64_t s1, int64_t ch, int64_t s2);         \
+  void wino_input_fwd(const float* x, float* v, int64_t n, int64_t h, int64_t w, int64_t c,   \
+                      int64_t t0, int64_t t1);                                                 \
+  void wino_input_bwd(const float* dv, float* dx, int64_t n, int64_t h, int64_t w, int64_t c, \
+                      int64_t t0, int64_t t1);                                                 \
+  void wino_output_fwd(const float* m, float* y, int64_t n, int64_t h, int64_t w, int64_t k,  \
+                       int64_t t0, int64_t t1);                                                \
+  void wino_output_bwd(const float* gy, float* dm, int64_t n, int64_t h, int64_t w,           \
+                       int64_t k, int64_t t0, int64_t t1);                                     \
   }                                                                                            \
   }
 

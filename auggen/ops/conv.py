@@ -1,0 +1,155 @@
+"""3x3 convolution (stride 1, padding 1) with a Winograd F(4x4, 3x3) path for the CPU.
+
+``conv3x3(x, w)`` equals ``F.conv2d(x, w, padding=1)``. On the ``"cpu"`` backend, for fp32
+channels-last input outside autocast and torch.compile, it runs Winograd's minimal filtering
+(Lavin & Gray 2016): per 4x4 output tile, ``y = A^T [(G g G^T) . (B^T d B)] A``. The input and
+output transforms are C++ kernels (``auggen._C.wino_*``, vectorised over channels); the 36
+channel products are one batched GEMM (``torch.bmm``, MKL). That is 4x fewer multiplies than a
+direct 3x3 convolution. Tiles run in blocks of about ``BLOCK_TILES`` so the transformed
+blocks stay in cache. fp32 rounding grows to a few 1e-6 of the output's scale (direct: ~4e-7).
+
+Backward is the adjoint of each step (``wino_output_bwd``, the GEMMs, ``wino_input_bwd``), so
+a train step gets dx and dw from the same kernels; the weight transform ``winograd_weight`` is
+an einsum that autograd differentiates. Everything else (other backends, bf16, NCHW input,
+torch.compile, tiny channel counts) calls ``F.conv2d``, which on CUDA is cuDNN's choice.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from auggen.ops._backend import _compiling, cpu_kernels, resolve
+
+# Output-tile rows and the weight transform's G (F(4x4, 3x3), interpolation points 0, ±1, ±2).
+_G = (
+    (1 / 4, 0.0, 0.0),
+    (-1 / 6, -1 / 6, -1 / 6),
+    (-1 / 6, 1 / 6, -1 / 6),
+    (1 / 24, 1 / 12, 1 / 6),
+    (1 / 24, -1 / 12, 1 / 6),
+    (0.0, 0.0, 1.0),
+)
+BLOCK_TILES = 128  # tiles per block: (36, 128, 64) fp32 is 1.2 MB; the GEMMs stay efficient
+# Where Winograd wins on a 2-core AVX2 EPYC (benchmarks/bench_conv.py): from 32 input and
+# output channels. Its backward wins from 16x16 pixels; below, the backward pass is oneDNN's
+# (the same gradients up to rounding; the forward, and so the output, does not change).
+MIN_CHANNELS = 32
+MIN_BACKWARD_PIXELS = 256
+
+
+def winograd_weight(w: torch.Tensor) -> torch.Tensor:
+    """``(K, C, 3, 3)`` weight -> its transform ``U`` (36, C, K), ``U[6 i + j] = (G w G^T)[i, j]``.
+    Differentiable, and in ``w``'s dtype either way, so a cached inference transform equals the
+    one a training-mode forward computes, bit for bit."""
+    if w.ndim != 4 or tuple(w.shape[2:]) != (3, 3):
+        raise ValueError(f"winograd_weight needs a (K, C, 3, 3) weight, got {tuple(w.shape)}")
+    g = torch.tensor(_G, dtype=w.dtype, device=w.device)
+    return torch.einsum("ij,kcjl,ml->imck", g, w, g).reshape(36, w.shape[1], w.shape[0])
+
+
+def winograd_applies(x: torch.Tensor, w: torch.Tensor, backend: str | None = None) -> bool:
+    """Whether ``conv3x3`` runs Winograd for ``x`` and weight ``w`` on ``backend``."""
+    return (
+        x.ndim == 4
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and w.dtype == torch.float32
+        and tuple(w.shape[2:]) == (3, 3)
+        and min(w.shape[0], w.shape[1]) >= MIN_CHANNELS
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not torch.is_autocast_enabled("cpu")
+        and type(x) is torch.Tensor
+        and not _compiling()
+        and resolve(backend, x) == "cpu"
+    )
+
+
+def conv3x3(
+    x: torch.Tensor, w: torch.Tensor, backend: str | None = None, u: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``F.conv2d(x, w, padding=1)`` for a (K, C, 3, 3) ``w``; Winograd on the CPU backend (see
+    the module doc). ``u`` is ``winograd_weight(w)`` when the caller has it cached."""
+    if w.ndim != 4 or tuple(w.shape[2:]) != (3, 3):
+        raise ValueError(f"conv3x3 needs a (K, C, 3, 3) weight, got {tuple(w.shape)}")
+    if x.ndim != 4 or x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"conv3x3: input {tuple(x.shape)} does not match weight {tuple(w.shape)} "
+            f"(expected (N, {w.shape[1]}, H, W))"
+        )
+    if not winograd_applies(x, w, backend):
+        return F.conv2d(x, w, padding=1)
+    if u is None or (torch.is_grad_enabled() and w.requires_grad and not u.requires_grad):
+        u = winograd_weight(w)  # (a cached u without a graph would cut w's gradient)
+    return _Winograd.apply(x, u, w)
+
+
+def _blocks(n: int, h: int, w: int):
+    """Tile ranges [t0, t1) of whole tile rows, about BLOCK_TILES tiles each."""
+    th, tw = (h + 3) // 4, (w + 3) // 4
+    rows = n * th
+    step = max(1, BLOCK_TILES // tw)
+    return [(r * tw, min(rows, r + step) * tw) for r in range(0, rows, step)], step * tw
+
+
+def _forward(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    lib = cpu_kernels()
+    n, c, h, w = x.shape
+    k = u.shape[2]
+    blocks, most = _blocks(n, h, w)
+    buf_v = torch.empty(36 * most * c)
+    buf_m = torch.empty(36 * most * k)
+    y = torch.empty((n, k, h, w), memory_format=torch.channels_last)
+    for t0, t1 in blocks:
+        v = buf_v[: 36 * (t1 - t0) * c].view(36, t1 - t0, c)
+        m = buf_m[: 36 * (t1 - t0) * k].view(36, t1 - t0, k)
+        lib.wino_input_fwd(x.data_ptr(), v.data_ptr(), n, h, w, c, t0, t1)
+        torch.bmm(v, u, out=m)
+        lib.wino_output_fwd(m.data_ptr(), y.data_ptr(), n, h, w, k, t0, t1)
+    return y
+
+
+def _backward(gy, x, u, need_dx: bool, need_du: bool):
+    lib = cpu_kernels()
+    n, c, h, w = x.shape
+    k = u.shape[2]
+    gy = gy.contiguous(memory_format=torch.channels_last)
+    blocks, most = _blocks(n, h, w)
+    buf_v = torch.empty(36 * most * c)
+    buf_m = torch.empty(36 * most * k)
+    dx = torch.zeros_like(x, memory_format=torch.channels_last) if need_dx else None
+    du = torch.zeros_like(u) if need_du else None
+    ut = u.transpose(1, 2)
+    for t0, t1 in blocks:
+        v = buf_v[: 36 * (t1 - t0) * c].view(36, t1 - t0, c)
+        dm = buf_m[: 36 * (t1 - t0) * k].view(36, t1 - t0, k)
+        lib.wino_output_bwd(gy.data_ptr(), dm.data_ptr(), n, h, w, k, t0, t1)
+        if need_dx:
+            torch.bmm(dm, ut, out=v)
+            lib.wino_input_bwd(v.data_ptr(), dx.data_ptr(), n, h, w, c, t0, t1)
+        if need_du:
+            lib.wino_input_fwd(x.data_ptr(), v.data_ptr(), n, h, w, c, t0, t1)
+            du.baddbmm_(v.transpose(1, 2), dm)
+    return dx, du
+
+
+class _Winograd(torch.autograd.Function):
+    """y = conv3x3(x, w) through U = winograd_weight(w). Backward: Winograd's adjoints give dx
+    and dU (autograd carries dU to w); below MIN_BACKWARD_PIXELS, oneDNN gives dx and dw."""
+
+    @staticmethod
+    def forward(ctx, x, u, w):
+        ctx.save_for_backward(x, u, w)
+        return _forward(x, u)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, u, w = ctx.saved_tensors
+        need_dx, need_du, need_dw = ctx.needs_input_grad
+        if need_dw and x.shape[2] * x.shape[3] < MIN_BACKWARD_PIXELS:
+            dx, dw, _ = torch.ops.aten.convolution_backward(
+                gy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [need_dx, True, False]
+            )
+            return dx, None, dw  # u = winograd_weight(w) gets none: w's gradient is whole
+        dx, du = _backward(gy, x, u, need_dx, need_du)
+        return dx, du, None  # w's gradient arrives through u's graph
