@@ -16,6 +16,8 @@ torch.compile, tiny channel counts) calls ``F.conv2d``, which on CUDA is cuDNN's
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -30,7 +32,7 @@ _G = (
     (1 / 24, -1 / 12, 1 / 6),
     (0.0, 0.0, 1.0),
 )
-BLOCK_TILES = 128  # tiles per block: (36, 128, 64) fp32 is 1.2 MB; the GEMMs stay efficient
+BLOCK_TILES = 256  # tiles per block at <= 64 channels ((36, 256, 64) fp32: 2.4 MB), fewer above
 # Where Winograd wins on a 2-core AVX2 EPYC (benchmarks/bench_conv.py): from 32 input and
 # output channels. Its backward wins from 16x16 pixels; below, the backward pass is oneDNN's
 # (the same gradients up to rounding; the forward, and so the output, does not change).
@@ -44,8 +46,11 @@ def winograd_weight(w: torch.Tensor) -> torch.Tensor:
     one a training-mode forward computes, bit for bit."""
     if w.ndim != 4 or tuple(w.shape[2:]) != (3, 3):
         raise ValueError(f"winograd_weight needs a (K, C, 3, 3) weight, got {tuple(w.shape)}")
+    k, c = w.shape[:2]
     g = torch.tensor(_G, dtype=w.dtype, device=w.device)
-    return torch.einsum("ij,kcjl,ml->imck", g, w, g).reshape(36, w.shape[1], w.shape[0])
+    gg = torch.kron(g, g)  # (36, 9): row 6 i + m, column 3 j + l holds G[i, j] G[m, l]
+    # one small GEMM straight into the (36, C, K) layout (an einsum took 1 ms at 64x64)
+    return (gg @ w.permute(2, 3, 1, 0).reshape(9, c * k)).view(36, c, k)
 
 
 def winograd_applies(x: torch.Tensor, w: torch.Tensor, backend: str | None = None) -> bool:
@@ -84,21 +89,35 @@ def conv3x3(
     return _Winograd.apply(x, u, w)
 
 
-def _blocks(n: int, h: int, w: int):
-    """Tile ranges [t0, t1) of whole tile rows, about BLOCK_TILES tiles each."""
+def _blocks(n: int, h: int, w: int, channels: int):
+    """Tile ranges [t0, t1) of whole tile rows, about ``BLOCK_TILES * 64 / channels`` tiles
+    each, and the most tiles any block holds."""
     th, tw = (h + 3) // 4, (w + 3) // 4
     rows = n * th
-    step = max(1, BLOCK_TILES // tw)
+    target = max(1, BLOCK_TILES * 64 // max(channels, 64))
+    step = max(1, target // tw)
     return [(r * tw, min(rows, r + step) * tw) for r in range(0, rows, step)], step * tw
+
+
+_WORKSPACE = threading.local()
+
+
+def _workspace(numel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two fp32 scratch buffers of ``numel`` elements, kept per thread between calls: fresh
+    megabyte buffers would be page-faulted in on every call (a third of a 32 px conv)."""
+    bufs = getattr(_WORKSPACE, "bufs", None)
+    if bufs is None or bufs[0].numel() < numel:
+        bufs = (torch.empty(numel), torch.empty(numel))
+        _WORKSPACE.bufs = bufs
+    return bufs
 
 
 def _forward(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     lib = cpu_kernels()
     n, c, h, w = x.shape
     k = u.shape[2]
-    blocks, most = _blocks(n, h, w)
-    buf_v = torch.empty(36 * most * c)
-    buf_m = torch.empty(36 * most * k)
+    blocks, most = _blocks(n, h, w, max(c, k))
+    buf_v, buf_m = _workspace(36 * most * max(c, k))
     y = torch.empty((n, k, h, w), memory_format=torch.channels_last)
     for t0, t1 in blocks:
         v = buf_v[: 36 * (t1 - t0) * c].view(36, t1 - t0, c)
@@ -114,9 +133,8 @@ def _backward(gy, x, u, need_dx: bool, need_du: bool):
     n, c, h, w = x.shape
     k = u.shape[2]
     gy = gy.contiguous(memory_format=torch.channels_last)
-    blocks, most = _blocks(n, h, w)
-    buf_v = torch.empty(36 * most * c)
-    buf_m = torch.empty(36 * most * k)
+    blocks, most = _blocks(n, h, w, max(c, k))
+    buf_v, buf_m = _workspace(36 * most * max(c, k))
     dx = torch.zeros_like(x, memory_format=torch.channels_last) if need_dx else None
     du = torch.zeros_like(u) if need_du else None
     ut = u.transpose(1, 2)
