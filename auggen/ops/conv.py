@@ -5,13 +5,16 @@ channels-last input outside autocast and torch.compile, it runs Winograd's minim
 (Lavin & Gray 2016): per 4x4 output tile, ``y = A^T [(G g G^T) . (B^T d B)] A``. The input and
 output transforms are C++ kernels (``auggen._C.wino_*``, vectorised over channels); the 36
 channel products are one batched GEMM (``torch.bmm``, MKL). That is 4x fewer multiplies than a
-direct 3x3 convolution. Tiles run in blocks of about ``BLOCK_TILES`` so the transformed
-blocks stay in cache. fp32 rounding grows to a few 1e-6 of the output's scale (direct: ~4e-7).
+direct 3x3 convolution. Tiles run in blocks of whole tile rows (``BLOCK_TILES`` at <= 64
+channels, proportionally fewer above) so each block's transforms stay in cache, through a
+per-thread workspace. fp32 rounding grows to a few 1e-6 of the output's scale (direct conv:
+~4e-7); the output never depends on grad mode.
 
 Backward is the adjoint of each step (``wino_output_bwd``, the GEMMs, ``wino_input_bwd``), so
-a train step gets dx and dw from the same kernels; the weight transform ``winograd_weight`` is
-an einsum that autograd differentiates. Everything else (other backends, bf16, NCHW input,
-torch.compile, tiny channel counts) calls ``F.conv2d``, which on CUDA is cuDNN's choice.
+a train step gets dx and dU from the same kernels, and autograd carries dU to w through
+``winograd_weight`` (one small GEMM). Below ``MIN_BACKWARD_PIXELS`` oneDNN computes dx and dw
+instead. Everything else (other backends, bf16, NCHW input, torch.compile, fewer than
+``MIN_CHANNELS`` channels) calls ``F.conv2d``, which on CUDA is cuDNN's choice.
 """
 
 from __future__ import annotations
@@ -84,6 +87,11 @@ def conv3x3(
         )
     if not winograd_applies(x, w, backend):
         return F.conv2d(x, w, padding=1)
+    if u is not None and tuple(u.shape) != (36, w.shape[1], w.shape[0]):
+        raise ValueError(
+            f"conv3x3: u must be winograd_weight(w), shape (36, {w.shape[1]}, {w.shape[0]}); "
+            f"got {tuple(u.shape)}"
+        )
     if u is None or (torch.is_grad_enabled() and w.requires_grad and not u.requires_grad):
         u = winograd_weight(w)  # (a cached u without a graph would cut w's gradient)
     return _Winograd.apply(x, u, w)

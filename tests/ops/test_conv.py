@@ -146,6 +146,8 @@ def test_bad_shapes_name_the_problem():
         ops.conv3x3(x, torch.randn(32, 16, 3, 3))
     with pytest.raises(ValueError, match=r"\(K, C, 3, 3\) weight"):
         ops.winograd_weight(torch.randn(3, 3))
+    with pytest.raises(ValueError, match=r"u must be winograd_weight\(w\)"):
+        ops.conv3x3(x, w, u=ops.winograd_weight(w).transpose(1, 2)[:, :16])
 
 
 def test_mpconv_caches_the_transform_and_follows_weight_changes():
