@@ -120,20 +120,14 @@ void register_cpu_ops(py::module_& m) {
   });
 
   // Winograd F(4x4, 3x3) transforms (fp32, NHWC <-> (36, tiles, C)); see kernels/winograd.cpp.
-  m.def("wino_input_fwd", [](uintptr_t x, uintptr_t v, int64_t n, int64_t h, int64_t w,
-                             int64_t c, int64_t t0, int64_t t1) {
-    AUGGEN_CALL(wino_input_fwd, ptr<const float>(x), ptr<float>(v), n, h, w, c, t0, t1);
-  });
-  m.def("wino_input_bwd", [](uintptr_t dv, uintptr_t dx, int64_t n, int64_t h, int64_t w,
-                             int64_t c, int64_t t0, int64_t t1) {
-    AUGGEN_CALL(wino_input_bwd, ptr<const float>(dv), ptr<float>(dx), n, h, w, c, t0, t1);
-  });
-  m.def("wino_output_fwd", [](uintptr_t mm, uintptr_t y, int64_t n, int64_t h, int64_t w,
-                              int64_t k, int64_t t0, int64_t t1) {
-    AUGGEN_CALL(wino_output_fwd, ptr<const float>(mm), ptr<float>(y), n, h, w, k, t0, t1);
-  });
-  m.def("wino_output_bwd", [](uintptr_t gy, uintptr_t dm, int64_t n, int64_t h, int64_t w,
-                              int64_t k, int64_t t0, int64_t t1) {
-    AUGGEN_CALL(wino_output_bwd, ptr<const float>(gy), ptr<float>(dm), n, h, w, k, t0, t1);
-  });
+#define AUGGEN_DEF_WINOGRAD(NAME)                                                                 \
+  m.def(#NAME, [](uintptr_t in, uintptr_t out, int64_t n, int64_t h, int64_t w, int64_t c,      \
+                  int64_t t0, int64_t t1) {                                                     \
+    AUGGEN_CALL(NAME, ptr<const float>(in), ptr<float>(out), n, h, w, c, t0, t1);               \
+  })
+  AUGGEN_DEF_WINOGRAD(wino_input_fwd);
+  AUGGEN_DEF_WINOGRAD(wino_input_bwd);
+  AUGGEN_DEF_WINOGRAD(wino_output_fwd);
+  AUGGEN_DEF_WINOGRAD(wino_output_bwd);
+#undef AUGGEN_DEF_WINOGRAD
 }

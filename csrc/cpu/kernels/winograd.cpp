@@ -31,9 +31,17 @@ constexpr int kCB = 32;  // channels per block: 6 x 6 x 32 floats = 4.5 KB of sc
 
 // A block of tiles [t0, t1) of an (n, h, w, c) image batch; its transform-domain matrix is
 // (36, t1 - t0, c), row t - t0.
+struct Tile {
+  int64_t n, ty, tx;  // image, tile row, tile column
+};
+
 struct Geometry {
   int64_t n, h, w, c, th, tw, t0, t1;
   int64_t tiles() const { return t1 - t0; }
+  Tile at(int64_t t) const {  // tile t of the block
+    const int64_t tg = t0 + t;
+    return {tg / (th * tw), tg / tw % th, tg % tw};
+  }
 };
 
 // out[i] = (B^T in)[i] for six rows of cb channels; `in` and `out` rows are kCB apart.
@@ -94,6 +102,14 @@ AUGGEN_INLINE void a4(const float* in, int64_t is, float* out, int64_t os, int c
   }
 }
 
+// Applies the 1-D transform f (IN -> OUT points) along the columns, then the rows, of the
+// IN x IN block in d (row-major, kCB floats apart); the OUT x OUT result ends in d.
+template <int IN, int OUT, typename F>
+AUGGEN_INLINE void transform2d(F f, float* d, float* r, int cb) {
+  for (int col = 0; col < IN; ++col) f(d + col * kCB, IN * kCB, r + col * kCB, IN * kCB, cb);
+  for (int row = 0; row < OUT; ++row) f(r + row * IN * kCB, kCB, d + row * OUT * kCB, kCB, cb);
+}
+
 // Copies cb floats (CB when the block width is a compile-time constant, else cb).
 template <int CB>
 AUGGEN_INLINE void copy(float* __restrict dst, const float* __restrict src, int cb) {
@@ -107,8 +123,8 @@ AUGGEN_INLINE void copy(float* __restrict dst, const float* __restrict src, int 
 template <int CB>
 void tile_input_fwd(const float* x, float* v, const Geometry& g, int64_t t, int64_t c0, int cb,
                     float* d, float* r) {
-  const int64_t T = g.tiles(), tg = g.t0 + t, n = tg / (g.th * g.tw);
-  const int64_t ty = tg / g.tw % g.th, tx = tg % g.tw;
+  const int64_t T = g.tiles();
+  const auto [n, ty, tx] = g.at(t);
   cb = CB ? CB : cb;
   for (int a = 0; a < 6; ++a) {
     const int64_t iy = 4 * ty + a - 1;
@@ -121,20 +137,18 @@ void tile_input_fwd(const float* x, float* v, const Geometry& g, int64_t t, int6
         copy<CB>(dst, x + ((n * g.h + iy) * g.w + ix) * g.c + c0, cb);
     }
   }
-  for (int b = 0; b < 6; ++b) bt6(d + b * kCB, 6 * kCB, r + b * kCB, 6 * kCB, cb);
-  for (int i = 0; i < 6; ++i) bt6(r + i * 6 * kCB, kCB, d + i * 6 * kCB, kCB, cb);
+  transform2d<6, 6>(bt6, d, r, cb);
   for (int p = 0; p < 36; ++p) copy<CB>(v + (p * T + t) * g.c + c0, d + p * kCB, cb);
 }
 
 template <int CB>
 void tile_input_bwd(const float* dv, float* dx, const Geometry& g, int64_t t, int64_t c0, int cb,
                     float* d, float* r) {
-  const int64_t T = g.tiles(), tg = g.t0 + t, n = tg / (g.th * g.tw);
-  const int64_t ty = tg / g.tw % g.th, tx = tg % g.tw;
+  const int64_t T = g.tiles();
+  const auto [n, ty, tx] = g.at(t);
   cb = CB ? CB : cb;
   for (int p = 0; p < 36; ++p) copy<CB>(d + p * kCB, dv + (p * T + t) * g.c + c0, cb);
-  for (int l = 0; l < 6; ++l) b6(d + l * kCB, 6 * kCB, r + l * kCB, 6 * kCB, cb);
-  for (int a = 0; a < 6; ++a) b6(r + a * 6 * kCB, kCB, d + a * 6 * kCB, kCB, cb);
+  transform2d<6, 6>(b6, d, r, cb);
   for (int a = 0; a < 6; ++a) {
     const int64_t iy = 4 * ty + a - 1;
     if (iy < 0 || iy >= g.h) continue;
@@ -152,12 +166,11 @@ void tile_input_bwd(const float* dv, float* dx, const Geometry& g, int64_t t, in
 template <int CB>
 void tile_output_fwd(const float* m, float* y, const Geometry& g, int64_t t, int64_t c0, int cb,
                      float* d, float* r) {
-  const int64_t T = g.tiles(), tg = g.t0 + t, n = tg / (g.th * g.tw);
-  const int64_t ty = tg / g.tw % g.th, tx = tg % g.tw;
+  const int64_t T = g.tiles();
+  const auto [n, ty, tx] = g.at(t);
   cb = CB ? CB : cb;
   for (int p = 0; p < 36; ++p) copy<CB>(d + p * kCB, m + (p * T + t) * g.c + c0, cb);
-  for (int l = 0; l < 6; ++l) at6(d + l * kCB, 6 * kCB, r + l * kCB, 6 * kCB, cb);
-  for (int i = 0; i < 4; ++i) at6(r + i * 6 * kCB, kCB, d + i * 4 * kCB, kCB, cb);
+  transform2d<6, 4>(at6, d, r, cb);
   for (int i = 0; i < 4 && 4 * ty + i < g.h; ++i)
     for (int j = 0; j < 4 && 4 * tx + j < g.w; ++j)
       copy<CB>(y + ((n * g.h + 4 * ty + i) * g.w + 4 * tx + j) * g.c + c0, d + (i * 4 + j) * kCB,
@@ -167,8 +180,8 @@ void tile_output_fwd(const float* m, float* y, const Geometry& g, int64_t t, int
 template <int CB>
 void tile_output_bwd(const float* gy, float* dm, const Geometry& g, int64_t t, int64_t c0, int cb,
                      float* d, float* r) {
-  const int64_t T = g.tiles(), tg = g.t0 + t, n = tg / (g.th * g.tw);
-  const int64_t ty = tg / g.tw % g.th, tx = tg % g.tw;
+  const int64_t T = g.tiles();
+  const auto [n, ty, tx] = g.at(t);
   cb = CB ? CB : cb;
   for (int i = 0; i < 4; ++i) {
     const int64_t oy = 4 * ty + i;
@@ -181,8 +194,7 @@ void tile_output_bwd(const float* gy, float* dm, const Geometry& g, int64_t t, i
         copy<CB>(dst, gy + ((n * g.h + oy) * g.w + ox) * g.c + c0, cb);
     }
   }
-  for (int j = 0; j < 4; ++j) a4(d + j * kCB, 4 * kCB, r + j * kCB, 4 * kCB, cb);
-  for (int i = 0; i < 6; ++i) a4(r + i * 4 * kCB, kCB, d + i * 6 * kCB, kCB, cb);
+  transform2d<4, 6>(a4, d, r, cb);
   for (int p = 0; p < 36; ++p) copy<CB>(dm + (p * T + t) * g.c + c0, d + p * kCB, cb);
 }
 
