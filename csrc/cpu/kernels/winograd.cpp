@@ -116,6 +116,35 @@ AUGGEN_INLINE void copy(float* __restrict dst, const float* __restrict src, int 
   std::memcpy(dst, src, sizeof(float) * (CB ? CB : cb));
 }
 
+// d[(a * S + b) * kCB ...] = pixel (y0 + a, x0 + b) of image n, channels [c0, c0 + cb); zero
+// outside the image.
+template <int CB, int S>
+AUGGEN_INLINE void load_patch(const float* img, const Geometry& g, int64_t n, int64_t y0,
+                              int64_t x0, int64_t c0, int cb, float* d) {
+  for (int a = 0; a < S; ++a)
+    for (int b = 0; b < S; ++b) {
+      const int64_t iy = y0 + a, ix = x0 + b;
+      float* dst = d + (a * S + b) * kCB;
+      if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w)
+        std::memset(dst, 0, sizeof(float) * cb);
+      else
+        copy<CB>(dst, img + ((n * g.h + iy) * g.w + ix) * g.c + c0, cb);
+    }
+}
+
+// Tile t's 36 rows of a (36, tiles, c) matrix <-> d.
+template <int CB>
+AUGGEN_INLINE void load_rows(const float* mat, const Geometry& g, int64_t t, int64_t c0, int cb,
+                             float* d) {
+  for (int p = 0; p < 36; ++p) copy<CB>(d + p * kCB, mat + (p * g.tiles() + t) * g.c + c0, cb);
+}
+
+template <int CB>
+AUGGEN_INLINE void store_rows(float* mat, const Geometry& g, int64_t t, int64_t c0, int cb,
+                              const float* d) {
+  for (int p = 0; p < 36; ++p) copy<CB>(mat + (p * g.tiles() + t) * g.c + c0, d + p * kCB, cb);
+}
+
 // One tile and one block of channels [c0, c0 + cb) of each transform. CB > 0 is the full block
 // width as a constant (the loops unroll and the copies become vector moves); CB = 0 handles
 // the last, narrower block. d and r are scratch of 36 * kCB floats.
@@ -123,33 +152,21 @@ AUGGEN_INLINE void copy(float* __restrict dst, const float* __restrict src, int 
 template <int CB>
 void tile_input_fwd(const float* x, float* v, const Geometry& g, int64_t t, int64_t c0, int cb,
                     float* d, float* r) {
-  const int64_t T = g.tiles();
   const auto [n, ty, tx] = g.at(t);
   cb = CB ? CB : cb;
-  for (int a = 0; a < 6; ++a) {
-    const int64_t iy = 4 * ty + a - 1;
-    for (int b = 0; b < 6; ++b) {
-      const int64_t ix = 4 * tx + b - 1;
-      float* dst = d + (a * 6 + b) * kCB;
-      if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w)
-        std::memset(dst, 0, sizeof(float) * cb);
-      else
-        copy<CB>(dst, x + ((n * g.h + iy) * g.w + ix) * g.c + c0, cb);
-    }
-  }
+  load_patch<CB, 6>(x, g, n, 4 * ty - 1, 4 * tx - 1, c0, cb, d);
   transform2d<6, 6>(bt6, d, r, cb);
-  for (int p = 0; p < 36; ++p) copy<CB>(v + (p * T + t) * g.c + c0, d + p * kCB, cb);
+  store_rows<CB>(v, g, t, c0, cb, d);
 }
 
 template <int CB>
 void tile_input_bwd(const float* dv, float* dx, const Geometry& g, int64_t t, int64_t c0, int cb,
                     float* d, float* r) {
-  const int64_t T = g.tiles();
   const auto [n, ty, tx] = g.at(t);
   cb = CB ? CB : cb;
-  for (int p = 0; p < 36; ++p) copy<CB>(d + p * kCB, dv + (p * T + t) * g.c + c0, cb);
+  load_rows<CB>(dv, g, t, c0, cb, d);
   transform2d<6, 6>(b6, d, r, cb);
-  for (int a = 0; a < 6; ++a) {
+  for (int a = 0; a < 6; ++a) {  // the adjoint of load_patch: add, skipping the padding
     const int64_t iy = 4 * ty + a - 1;
     if (iy < 0 || iy >= g.h) continue;
     for (int b = 0; b < 6; ++b) {
@@ -166,12 +183,11 @@ void tile_input_bwd(const float* dv, float* dx, const Geometry& g, int64_t t, in
 template <int CB>
 void tile_output_fwd(const float* m, float* y, const Geometry& g, int64_t t, int64_t c0, int cb,
                      float* d, float* r) {
-  const int64_t T = g.tiles();
   const auto [n, ty, tx] = g.at(t);
   cb = CB ? CB : cb;
-  for (int p = 0; p < 36; ++p) copy<CB>(d + p * kCB, m + (p * T + t) * g.c + c0, cb);
+  load_rows<CB>(m, g, t, c0, cb, d);
   transform2d<6, 4>(at6, d, r, cb);
-  for (int i = 0; i < 4 && 4 * ty + i < g.h; ++i)
+  for (int i = 0; i < 4 && 4 * ty + i < g.h; ++i)  // clipped at the image's border
     for (int j = 0; j < 4 && 4 * tx + j < g.w; ++j)
       copy<CB>(y + ((n * g.h + 4 * ty + i) * g.w + 4 * tx + j) * g.c + c0, d + (i * 4 + j) * kCB,
                cb);
@@ -180,22 +196,11 @@ void tile_output_fwd(const float* m, float* y, const Geometry& g, int64_t t, int
 template <int CB>
 void tile_output_bwd(const float* gy, float* dm, const Geometry& g, int64_t t, int64_t c0, int cb,
                      float* d, float* r) {
-  const int64_t T = g.tiles();
   const auto [n, ty, tx] = g.at(t);
   cb = CB ? CB : cb;
-  for (int i = 0; i < 4; ++i) {
-    const int64_t oy = 4 * ty + i;
-    for (int j = 0; j < 4; ++j) {
-      const int64_t ox = 4 * tx + j;
-      float* dst = d + (i * 4 + j) * kCB;
-      if (oy >= g.h || ox >= g.w)
-        std::memset(dst, 0, sizeof(float) * cb);
-      else
-        copy<CB>(dst, gy + ((n * g.h + oy) * g.w + ox) * g.c + c0, cb);
-    }
-  }
+  load_patch<CB, 4>(gy, g, n, 4 * ty, 4 * tx, c0, cb, d);
   transform2d<4, 6>(a4, d, r, cb);
-  for (int p = 0; p < 36; ++p) copy<CB>(dm + (p * T + t) * g.c + c0, d + p * kCB, cb);
+  store_rows<CB>(dm, g, t, c0, cb, d);
 }
 
 using TileFn = void (*)(const float*, float*, const Geometry&, int64_t, int64_t, int, float*,
@@ -214,19 +219,31 @@ AUGGEN_INLINE void run_tiles(TileFn full, TileFn rest, const float* in, float* o
     }
 }
 
-// Tiles per parallel task: about kGrain floats of transform output each.
-int64_t tile_grain(int64_t c) { return std::max<int64_t>(1, kGrain / (36 * c)); }
-
-void input_fwd(const float* __restrict x, float* __restrict v, const Geometry& g) {
-  parallel_chunks(g.tiles(), tile_grain(g.c), [&](int64_t lo, int64_t hi) {
-    run_tiles(tile_input_fwd<kCB>, tile_input_fwd<0>, x, v, g, lo, hi);
-  });
+// Runs a tile transform over every tile of the block, in parallel tasks of about kGrain
+// floats of transform-domain data each.
+void each_tile(TileFn full, TileFn rest, const float* in, float* out, const Geometry& g) {
+  const int64_t grain = std::max<int64_t>(1, kGrain / (36 * g.c));
+  parallel_chunks(g.tiles(), grain,
+                  [&](int64_t lo, int64_t hi) { run_tiles(full, rest, in, out, g, lo, hi); });
 }
 
-void input_bwd(const float* __restrict dv, float* __restrict dx, const Geometry& g) {
+Geometry geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t t0, int64_t t1) {
+  return {n, h, w, c, (h + 3) / 4, (w + 3) / 4, t0, t1};
+}
+
+}  // namespace
+
+void wino_input_fwd(const float* __restrict x, float* __restrict v, int64_t n, int64_t h,
+                    int64_t w, int64_t c, int64_t t0, int64_t t1) {
+  each_tile(tile_input_fwd<kCB>, tile_input_fwd<0>, x, v, geometry(n, h, w, c, t0, t1));
+}
+
+void wino_input_bwd(const float* __restrict dv, float* __restrict dx, int64_t n, int64_t h,
+                    int64_t w, int64_t c, int64_t t0, int64_t t1) {
   // Adds each tile's B dV B^T into dx (which the caller zeroes once). Tiles overlap their
   // neighbours by two rows/columns: a task owns whole tile rows, and rows of one parity run
   // together (rows two apart never overlap), so no two threads add to one pixel.
+  const Geometry g = geometry(n, h, w, c, t0, t1);
   const int64_t r_lo = g.t0 / g.tw, r_hi = (g.t1 + g.tw - 1) / g.tw;
   for (int parity = 0; parity < 2; ++parity) {
     const int64_t first = r_lo + ((r_lo & 1) != parity), count = (r_hi - first + 1) / 2;
@@ -239,42 +256,14 @@ void input_bwd(const float* __restrict dv, float* __restrict dx, const Geometry&
   }
 }
 
-void output_fwd(const float* __restrict m, float* __restrict y, const Geometry& g) {
-  parallel_chunks(g.tiles(), tile_grain(g.c), [&](int64_t lo, int64_t hi) {
-    run_tiles(tile_output_fwd<kCB>, tile_output_fwd<0>, m, y, g, lo, hi);
-  });
+void wino_output_fwd(const float* __restrict m, float* __restrict y, int64_t n, int64_t h,
+                     int64_t w, int64_t k, int64_t t0, int64_t t1) {
+  each_tile(tile_output_fwd<kCB>, tile_output_fwd<0>, m, y, geometry(n, h, w, k, t0, t1));
 }
 
-void output_bwd(const float* __restrict gy, float* __restrict dm, const Geometry& g) {
-  parallel_chunks(g.tiles(), tile_grain(g.c), [&](int64_t lo, int64_t hi) {
-    run_tiles(tile_output_bwd<kCB>, tile_output_bwd<0>, gy, dm, g, lo, hi);
-  });
-}
-
-Geometry geometry(int64_t n, int64_t h, int64_t w, int64_t c, int64_t t0, int64_t t1) {
-  return {n, h, w, c, (h + 3) / 4, (w + 3) / 4, t0, t1};
-}
-
-}  // namespace
-
-void wino_input_fwd(const float* x, float* v, int64_t n, int64_t h, int64_t w, int64_t c,
-                    int64_t t0, int64_t t1) {
-  input_fwd(x, v, geometry(n, h, w, c, t0, t1));
-}
-
-void wino_input_bwd(const float* dv, float* dx, int64_t n, int64_t h, int64_t w, int64_t c,
-                    int64_t t0, int64_t t1) {
-  input_bwd(dv, dx, geometry(n, h, w, c, t0, t1));
-}
-
-void wino_output_fwd(const float* m, float* y, int64_t n, int64_t h, int64_t w, int64_t k,
-                     int64_t t0, int64_t t1) {
-  output_fwd(m, y, geometry(n, h, w, k, t0, t1));
-}
-
-void wino_output_bwd(const float* gy, float* dm, int64_t n, int64_t h, int64_t w, int64_t k,
-                     int64_t t0, int64_t t1) {
-  output_bwd(gy, dm, geometry(n, h, w, k, t0, t1));
+void wino_output_bwd(const float* __restrict gy, float* __restrict dm, int64_t n, int64_t h,
+                     int64_t w, int64_t k, int64_t t0, int64_t t1) {
+  each_tile(tile_output_bwd<kCB>, tile_output_bwd<0>, gy, dm, geometry(n, h, w, k, t0, t1));
 }
 
 }  // namespace AUGGEN_CPU_NS
