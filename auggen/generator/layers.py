@@ -111,24 +111,28 @@ class MPConv(nn.Module):
         key = (w._version, w.data_ptr(), w.device)
         if self._cache is None or self._cache.get("key") != key:
             self._cache = {"key": key}
-        if isinstance(gain, torch.Tensor):
-            slot = (dtype, "tensor", gain.data_ptr(), gain._version)
-        else:
-            slot = (dtype, float(gain))
+        slot = self._slot(dtype, gain)
         if slot not in self._cache:
-            if isinstance(gain, torch.Tensor):  # an older value of this gain is stale
-                self._cache = {k: v for k, v in self._cache.items() if k[1:3] != slot[1:3]}
+            if isinstance(gain, torch.Tensor):  # older values of this gain are stale
+                stale = slot[-3:-1]  # ("tensor", data_ptr), also in ("winograd", *slot)
+                self._cache = {k: v for k, v in self._cache.items() if k[-3:-1] != stale}
             with torch.no_grad():
                 wn = normalize_rows(w.to(torch.float32), backend=self.backend)
                 self._cache[slot] = (wn * (gain / math.sqrt(wn[0].numel()))).to(dtype)
         return self._cache[slot]
 
+    @staticmethod
+    def _slot(dtype: torch.dtype, gain) -> tuple:
+        if isinstance(gain, torch.Tensor):
+            return (dtype, "tensor", gain.data_ptr(), gain._version)
+        return (dtype, float(gain))
+
     def _inference_winograd(self, dtype: torch.dtype, gain) -> torch.Tensor:
-        """``winograd_weight`` of ``inference_weight(dtype, gain)``, cached with it."""
+        """``winograd_weight`` of ``inference_weight(dtype, gain)``, cached beside it and
+        invalidated with it."""
         w = self.inference_weight(dtype, gain)
-        slot = ("winograd", w.data_ptr())
+        slot = ("winograd", *self._slot(dtype, gain))
         if slot not in self._cache:
-            self._cache = {k: v for k, v in self._cache.items() if k[0] != "winograd"}
             self._cache[slot] = ops.winograd_weight(w)
         return self._cache[slot]
 

@@ -158,7 +158,7 @@ def test_mpconv_caches_the_transform_and_follows_weight_changes():
     x = torch.randn(2, 32, 8, 8).contiguous(memory_format=CL)
     with torch.no_grad():
         y1 = conv(x)
-        u1 = conv._cache[("winograd", conv.inference_weight(torch.float32).data_ptr())]
+        u1 = conv._cache[("winograd", torch.float32, 1.0)]
         assert conv(x).equal(y1)  # served from the cache
         conv.weight.mul_(-1)  # an in-place change (optimizer step, load_state_dict)
         y2 = conv(x)
@@ -166,3 +166,21 @@ def test_mpconv_caches_the_transform_and_follows_weight_changes():
     assert not any(v is u1 for v in conv._cache.values())
     ref = F.conv2d(x.double(), conv.inference_weight(torch.float32).double() * -1, padding=1)
     assert _rel(y1, ref) < 3e-5
+
+
+def test_mpconv_tensor_gain_change_refreshes_the_transform():
+    from auggen.generator.layers import MPConv
+
+    torch.manual_seed(0)
+    conv = MPConv(32, 32, [3, 3]).eval()
+    gain = torch.tensor(0.5)
+    x = torch.randn(2, 32, 8, 8).contiguous(memory_format=CL)
+    with torch.no_grad():
+        for value in (0.5, 2.0, -1.0):
+            gain.fill_(value)  # in place: same tensor, new version
+            y = conv(x, gain=gain)
+            ref = F.conv2d(
+                x.double(), conv.inference_weight(torch.float64, value).double(), padding=1
+            )
+            assert _rel(y, ref) < 3e-5
+    assert sum(k[0] == "winograd" for k in conv._cache if isinstance(k, tuple)) == 1
