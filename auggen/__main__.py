@@ -1,8 +1,6 @@
 """``python -m auggen <command>``: the ``auggen`` console script (see :mod:`auggen.cli`)."""
 
-import sys
-
-from auggen.cli import main
+from auggen.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

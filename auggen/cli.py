@@ -40,5 +40,13 @@ def main(argv=None) -> int:
     return module.main(rest, prog=f"auggen {name}")
 
 
+def entry() -> None:
+    """The ``auggen`` console script: ``main``, then exit (under torchrun without the
+    interpreter's teardown; see ``auggen.runtime.exit_process``)."""
+    from auggen.runtime import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

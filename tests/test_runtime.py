@@ -1,5 +1,9 @@
 """The distributed runtime with a fake launcher environment (no process group started)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -84,3 +88,13 @@ def test_sampler_batch_from_memory():
     assert batch_from_memory(80 * gib, 40 << 20) == 1024
     assert batch_from_memory(80 * gib, 1) == 2048  # capped
     assert batch_from_memory(1 << 20, 40 << 20) == 8  # floor
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_exit_process_keeps_the_status_and_flushes_output(world):
+    """Under torchrun (WORLD_SIZE > 1) exit_process skips the interpreter's teardown (os._exit),
+    so it must flush what was printed; either way the exit status is the given code."""
+    code = "from auggen.runtime import exit_process\nprint('done', end='')\nexit_process(3)"
+    env = {**os.environ, "WORLD_SIZE": world, "RANK": "0", "LOCAL_RANK": "0"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 3 and p.stdout == "done"

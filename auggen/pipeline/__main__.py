@@ -1,8 +1,7 @@
 """``python -m auggen.pipeline``: run AugGen end to end (see ``--help``)."""
 
-import sys
-
 from auggen.pipeline.cli import main
+from auggen.runtime import exit_process
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # under torchrun: without the interpreter's teardown (see there)
