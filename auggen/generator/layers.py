@@ -155,8 +155,9 @@ class MPConv(nn.Module):
                 w = (w * (gain / math.sqrt(w[0].numel()))).to(x.dtype)
         else:
             w = self.inference_weight(_compute_dtype(x), gain)
-            if w.ndim == 4 and ops.winograd_applies(x, w, self.backend):
-                return ops.conv3x3(x, w, self.backend, self._inference_winograd(w.dtype, gain))
+            if w.ndim == 4 and w.shape[-1] == 3:  # the cached transform, if Winograd runs
+                u = lambda: self._inference_winograd(w.dtype, gain)  # noqa: E731
+                return ops.conv3x3(x, w, self.backend, u)
         if w.ndim == 2:
             return x @ w.t()
         if w.shape[-1] == 3:

@@ -21,7 +21,9 @@ its forward+backward: no clear gain, so NCHW stays with oneDNN.)
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,16 @@ MIN_CHANNELS = 32
 MIN_BACKWARD_PIXELS = 256
 
 
+@functools.cache
+def _gg(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """kron(G, G) (36, 9): row 6 i + m, column 3 j + l holds G[i, j] G[m, l]. Made once per
+    (dtype, device), as a normal tensor even inside inference_mode, so a later training
+    forward can save it for backward."""
+    with torch.inference_mode(False):
+        g = torch.tensor(_G, dtype=dtype, device=device)
+        return torch.kron(g, g)
+
+
 def winograd_weight(w: torch.Tensor) -> torch.Tensor:
     """``(K, C, 3, 3)`` weight -> its transform ``U`` (36, C, K), ``U[6 i + j] = (G w G^T)[i, j]``.
     Differentiable, and in ``w``'s dtype either way, so a cached inference transform equals the
@@ -52,10 +64,8 @@ def winograd_weight(w: torch.Tensor) -> torch.Tensor:
     if w.ndim != 4 or tuple(w.shape[2:]) != (3, 3):
         raise ValueError(f"winograd_weight needs a (K, C, 3, 3) weight, got {tuple(w.shape)}")
     k, c = w.shape[:2]
-    g = torch.tensor(_G, dtype=w.dtype, device=w.device)
-    gg = torch.kron(g, g)  # (36, 9): row 6 i + m, column 3 j + l holds G[i, j] G[m, l]
     # one small GEMM straight into the (36, C, K) layout (an einsum took 1 ms at 64x64)
-    return (gg @ w.permute(2, 3, 1, 0).reshape(9, c * k)).view(36, c, k)
+    return (_gg(w.dtype, w.device) @ w.permute(2, 3, 1, 0).reshape(9, c * k)).view(36, c, k)
 
 
 def winograd_applies(x: torch.Tensor, w: torch.Tensor, backend: str | None = None) -> bool:
@@ -76,10 +86,14 @@ def winograd_applies(x: torch.Tensor, w: torch.Tensor, backend: str | None = Non
 
 
 def conv3x3(
-    x: torch.Tensor, w: torch.Tensor, backend: str | None = None, u: torch.Tensor | None = None
+    x: torch.Tensor,
+    w: torch.Tensor,
+    backend: str | None = None,
+    u: torch.Tensor | Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``F.conv2d(x, w, padding=1)`` for a (K, C, 3, 3) ``w``; Winograd on the CPU backend (see
-    the module doc). ``u`` is ``winograd_weight(w)`` when the caller has it cached."""
+    the module doc). ``u`` is ``winograd_weight(w)`` when the caller has it cached, or a
+    function returning it (called only when the Winograd path runs)."""
     if w.ndim != 4 or tuple(w.shape[2:]) != (3, 3):
         raise ValueError(f"conv3x3 needs a (K, C, 3, 3) weight, got {tuple(w.shape)}")
     if x.ndim != 4 or x.shape[1] != w.shape[1]:
@@ -89,6 +103,8 @@ def conv3x3(
         )
     if not winograd_applies(x, w, backend):
         return F.conv2d(x, w, padding=1)
+    if callable(u):
+        u = u()
     if u is not None and tuple(u.shape) != (36, w.shape[1], w.shape[0]):
         raise ValueError(
             f"conv3x3: u must be winograd_weight(w), shape (36, {w.shape[1]}, {w.shape[0]}); "
@@ -122,41 +138,44 @@ def _workspace(numel: int) -> tuple[torch.Tensor, torch.Tensor]:
     return bufs
 
 
-def _forward(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    lib = cpu_kernels()
+def _each_block(x: torch.Tensor, u: torch.Tensor):
+    """Per block of tiles: the trailing kernel arguments (n, h, w, channels, t0, t1) for the
+    input side (C) and the output side (K), and the block's transform-domain views
+    v (36, tiles, C) and m (36, tiles, K) in the workspace."""
     n, c, h, w = x.shape
     k = u.shape[2]
     blocks, most = _blocks(n, h, w, max(c, k))
     buf_v, buf_m = _workspace(36 * most * max(c, k))
-    y = torch.empty((n, k, h, w), memory_format=torch.channels_last)
     for t0, t1 in blocks:
         v = buf_v[: 36 * (t1 - t0) * c].view(36, t1 - t0, c)
         m = buf_m[: 36 * (t1 - t0) * k].view(36, t1 - t0, k)
-        lib.wino_input_fwd(x.data_ptr(), v.data_ptr(), n, h, w, c, t0, t1)
+        yield (n, h, w, c, t0, t1), (n, h, w, k, t0, t1), v, m
+
+
+def _forward(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    lib = cpu_kernels()
+    n, _, h, w = x.shape
+    y = torch.empty((n, u.shape[2], h, w), memory_format=torch.channels_last)
+    for in_args, out_args, v, m in _each_block(x, u):
+        lib.wino_input_fwd(x.data_ptr(), v.data_ptr(), *in_args)
         torch.bmm(v, u, out=m)
-        lib.wino_output_fwd(m.data_ptr(), y.data_ptr(), n, h, w, k, t0, t1)
+        lib.wino_output_fwd(m.data_ptr(), y.data_ptr(), *out_args)
     return y
 
 
 def _backward(gy, x, u, need_dx: bool, need_du: bool):
     lib = cpu_kernels()
-    n, c, h, w = x.shape
-    k = u.shape[2]
     gy = gy.contiguous(memory_format=torch.channels_last)
-    blocks, most = _blocks(n, h, w, max(c, k))
-    buf_v, buf_m = _workspace(36 * most * max(c, k))
     dx = torch.zeros_like(x, memory_format=torch.channels_last) if need_dx else None
     du = torch.zeros_like(u) if need_du else None
     ut = u.transpose(1, 2)
-    for t0, t1 in blocks:
-        v = buf_v[: 36 * (t1 - t0) * c].view(36, t1 - t0, c)
-        dm = buf_m[: 36 * (t1 - t0) * k].view(36, t1 - t0, k)
-        lib.wino_output_bwd(gy.data_ptr(), dm.data_ptr(), n, h, w, k, t0, t1)
+    for in_args, out_args, v, dm in _each_block(x, u):
+        lib.wino_output_bwd(gy.data_ptr(), dm.data_ptr(), *out_args)
         if need_dx:
             torch.bmm(dm, ut, out=v)
-            lib.wino_input_bwd(v.data_ptr(), dx.data_ptr(), n, h, w, c, t0, t1)
+            lib.wino_input_bwd(v.data_ptr(), dx.data_ptr(), *in_args)
         if need_du:
-            lib.wino_input_fwd(x.data_ptr(), v.data_ptr(), n, h, w, c, t0, t1)
+            lib.wino_input_fwd(x.data_ptr(), v.data_ptr(), *in_args)
             du.baddbmm_(v.transpose(1, 2), dm)
     return dx, du
 
