@@ -5,6 +5,12 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# One set-up at a time per checkout: commands started together (a test run beside a
+# benchmark) would otherwise build into the same venv at once.
+if command -v flock >/dev/null; then
+  exec 9>"$root/.venv.lock"
+  flock 9
+fi
 py=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "[auggen] creating .venv" >&2
