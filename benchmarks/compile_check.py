@@ -1,6 +1,6 @@
 """Compile every GPU kernel for sm_90 / sm_80 without a GPU and report what ptxas says.
 
-    python -m auggen.ops.compile_check [--arch 90 80] [--csv report.csv] [--quick]
+    python benchmarks/compile_check.py [--arch 90 80] [--csv report.csv] [--quick]
 
 Triton: the launchers of ``auggen.kernels.triton`` are called on ``meta`` tensors of the
 EDM2 shapes (img64-S, 112 px, ``tiny``) while ``JITFunction.run`` is replaced by a recorder,
@@ -33,7 +33,7 @@ import torch
 # Opt-in shared memory per block (bytes): H100/H200 227 KB, A100 163 KB.
 SHARED_LIMIT = {90: 232448, 80: 166912}
 GRID_LIMIT = (2**31 - 1, 65535, 65535)
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # (N, C, H, W) activations of the EDM2 UNets at batch 64 (encoder/decoder levels; the
 # decoder's concatenated inputs have up to 2x the channels) and their attention (L, D=64).
@@ -120,6 +120,7 @@ def triton_launches(quick: bool = False, families=FAMILIES) -> list[Launch]:
     from auggen.kernels.triton import elementwise as ke
     from auggen.kernels.triton import modulate as km
     from auggen.kernels.triton import pixel_norm as kp
+
     from auggen.ops._layout import modulation_geometry, reduction_geometry
 
     dtypes = DTYPES[:2] if quick else DTYPES

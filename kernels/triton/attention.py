@@ -276,7 +276,7 @@ def fwd_configs(
 ) -> list[dict]:
     """Candidate tiles for the forward at (L, D, input dtype, precision), timed on first use.
 
-    Each compiles for sm_80 and sm_90 without spills (``auggen.ops.compile_check``); tiles
+    Each compiles for sm_80 and sm_90 without spills (``benchmarks/compile_check.py``); tiles
     are no longer than L rounded up to a power of two (L = 64 uses 64-row tiles, not 128).
     IEEE fp32 products run on CUDA cores with whole fp32 tiles in registers: small tiles only.
     """

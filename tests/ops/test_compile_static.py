@@ -1,5 +1,6 @@
 """GPU kernels checked without a GPU: Triton compiled for sm_90/sm_80 with the launches the ops
-make (``auggen.ops.compile_check``), ptxas/nvcc register and spill reports, launch grids.
+make (``benchmarks/compile_check.py``, developer tooling outside the package), ptxas/nvcc
+register and spill reports, launch grids.
 
 Triton cannot compile under TRITON_INTERPRET=1 (set by conftest on CPU machines), so each
 check runs in a fresh interpreter without it.
@@ -10,10 +11,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from auggen.ops.compile_check import parse_ptxas
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+from compile_check import parse_ptxas  # noqa: E402
 
 pytest.importorskip("triton")
 
@@ -21,6 +25,7 @@ pytest.importorskip("triton")
 def _run(code: str, timeout: int = 3000) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCHMARKS), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=env, capture_output=True, text=True, timeout=timeout,
@@ -45,7 +50,7 @@ def test_attention_grid_folds_the_batch():
         """
         import torch
         from auggen.kernels.triton import attention as ka
-        from auggen.ops.compile_check import GRID_LIMIT, recording
+        from compile_check import GRID_LIMIT, recording
         q = torch.empty(70000, 1, 64, 64, device="meta")
         lse = torch.empty(70000, 1, 64, device="meta")
         got = []
@@ -80,11 +85,11 @@ def test_attention_tiles_fit_short_sequences():
 def test_triton_kernels_compile_without_spills():
     """Every Triton launch of the ops at the EDM2 shapes (fp32/bf16, attention at L = 64 and
     256), compiled for sm_90 and sm_80: no spills, shared memory within the limit, grids in
-    range. The full matrix (fp16, L = 196, 784, 1024) is ``python -m auggen.ops.compile_check``.
+    range. The full matrix (fp16, L = 196, 784, 1024) is ``python benchmarks/compile_check.py``.
     """
     out = _run(
         """
-        from auggen.ops import compile_check as cc
+        import compile_check as cc
         reports = cc.triton_report((90, 80), quick=True)
         print(cc.summary(reports))
         bad = [f"{r.kernel} sm_{r.arch} [{r.what}]: {r.problems}" for r in reports if r.problems]
@@ -97,7 +102,7 @@ def test_triton_kernels_compile_without_spills():
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 def test_cuda_kernels_compile_without_spills():
-    from auggen.ops import compile_check as cc
+    import compile_check as cc
 
     reports = cc.cuda_report((90, 80))
     assert reports, "ptxas reported no kernels"
