@@ -116,7 +116,9 @@ class MPConv(nn.Module):
             if isinstance(gain, torch.Tensor):  # older values of this gain are stale
                 stale = slot[-3:-1]  # ("tensor", data_ptr), also in ("winograd", *slot)
                 self._cache = {k: v for k, v in self._cache.items() if k[-3:-1] != stale}
-            with torch.no_grad():
+            # normal tensors even inside inference_mode, so a later forward with autograd
+            # (a frozen G differentiated in its input) can save them for backward
+            with torch.no_grad(), torch.inference_mode(False):
                 wn = normalize_rows(w.to(torch.float32), backend=self.backend)
                 self._cache[slot] = (wn * (gain / math.sqrt(wn[0].numel()))).to(dtype)
         return self._cache[slot]
@@ -133,7 +135,8 @@ class MPConv(nn.Module):
         w = self.inference_weight(dtype, gain)
         slot = ("winograd", *self._slot(dtype, gain))
         if slot not in self._cache:
-            self._cache[slot] = ops.winograd_weight(w)
+            with torch.no_grad(), torch.inference_mode(False):
+                self._cache[slot] = ops.winograd_weight(w)
         return self._cache[slot]
 
     def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:

@@ -130,10 +130,13 @@ _WORKSPACE = threading.local()
 
 def _workspace(numel: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two fp32 scratch buffers of ``numel`` elements, kept per thread between calls: fresh
-    megabyte buffers would be page-faulted in on every call (a third of a 32 px conv)."""
+    megabyte buffers would be page-faulted in on every call (a third of a 32 px conv). Made
+    as normal tensors even inside inference_mode: an inference tensor could not be written
+    by a later forward outside it (any module's, since the workspace is per thread)."""
     bufs = getattr(_WORKSPACE, "bufs", None)
     if bufs is None or bufs[0].numel() < numel:
-        bufs = (torch.empty(numel), torch.empty(numel))
+        with torch.inference_mode(False):
+            bufs = (torch.empty(numel), torch.empty(numel))
         _WORKSPACE.bufs = bufs
     return bufs
 

@@ -224,3 +224,46 @@ def test_training_with_winograd_tracks_the_reference_convolution(one_thread):
         # near-zero gain by ~lr whatever the size of its gradient
         scale = max(b.abs().max().item(), 0.1)
         assert (a - b).abs().max().item() < 1e-4 * scale, name
+
+
+def test_inference_mode_forward_leaves_later_training_working():
+    """A generator forward under inference_mode (a notebook's sampling, an evaluation callback)
+    creates the per-thread Winograd workspace and MPConv's cached weights; later forwards with
+    autograd (another net's train step, the same net frozen and differentiated in its input)
+    must still run, and conv3x3's gradients still match fp64 conv2d."""
+    from auggen.generator import build_unet, set_memory_format
+    from auggen.generator.train import edm2_loss
+
+    conv_mod._WORKSPACE.__dict__.clear()  # so the workspace is first made inside inference_mode
+    torch.manual_seed(0)
+    sampler = set_memory_format(build_unet("tiny", 16, 4), "channels_last").eval()
+    other = set_memory_format(build_unet("tiny", 16, 4), "channels_last")
+    x, sigma, labels = torch.randn(4, 3, 16, 16), torch.ones(4), torch.eye(4)
+    with torch.inference_mode():
+        sampler(x, sigma, labels)
+    assert conv_mod._WORKSPACE.bufs[0].is_inference() is False
+
+    # Another net's train step.
+    loss = edm2_loss(other, x, labels, sigma.view(-1, 1, 1, 1), torch.randn_like(x), 0.5)
+    loss.mean().backward()
+    assert all(p.grad is not None for p in other.parameters() if p.requires_grad)
+
+    # The same net, frozen, differentiated in its input (cached weights saved for backward).
+    sampler.requires_grad_(False)
+    xi = x.clone().requires_grad_(True)
+    sampler(xi, sigma, labels).square().sum().backward()
+    assert xi.grad is not None and xi.grad.isfinite().all()
+
+    # conv3x3's gradients (Winograd's own backward) against fp64 conv2d.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv_mod, "MIN_BACKWARD_PIXELS", 0)
+        xw, w = _inputs(2, 32, 8, 8, 32)
+        xw.requires_grad_(True)
+        w.requires_grad_(True)
+        y = ops.conv3x3(xw, w)
+        gy = torch.randn_like(y)
+        dx, dw = torch.autograd.grad(y, (xw, w), gy)
+    xd, wd = xw.detach().double().requires_grad_(True), w.detach().double().requires_grad_(True)
+    yd = F.conv2d(xd, wd, padding=1)
+    dxd, dwd = torch.autograd.grad(yd, (xd, wd), gy.double())
+    assert _rel(y, yd) < 3e-5 and _rel(dx, dxd) < 3e-5 and _rel(dw, dwd) < 3e-5
