@@ -149,7 +149,19 @@ def resolve_config(args, presets: dict, default_preset: str):
         cfg = replace(cfg, progress=False)
     for assignment in args.set:
         cfg = apply_set(cfg, assignment)
-    return name, cfg
+    return name, _strict_unseen(cfg, args)
+
+
+def _strict_unseen(cfg, args):
+    """An unseen_identities the user asked for is kept or refused, never replaced by the
+    small-data split (that serves the preset's value)."""
+    keys = {a.split("=", 1)[0].strip() for a in args.set}
+    if args.config:
+        data = json.loads(Path(args.config).read_text()).get("data", {})
+        keys |= {f"data.{k}" for k in data}
+    if "data.unseen_identities" not in keys or "data.unseen_auto" in keys:
+        return cfg
+    return replace(cfg, data=replace(cfg.data, unseen_auto=False))
 
 
 def _silent(msg: str) -> None:

@@ -26,6 +26,8 @@ class DataConfig:
     image_size: int = 64  # real images are stored square at this size (0: keep as loaded)
     max_identities: int = 0  # 0: all; else the first N identities (label order)
     unseen_identities: int = 10  # the last N identities: verification pairs only, never trained
+    # unseen_identities leaves < 2 training identities: a quarter unseen instead (false: error)
+    unseen_auto: bool = True
     heldout_per_identity: int = 2  # per training identity: probes for rank-1 identification
     verification_pairs: int = 300  # pairs among the unseen identities, half genuine
     verification_bins: tuple[str, ...] = ()  # insightface .bin files (lfw.bin, cfp_fp.bin, ...)

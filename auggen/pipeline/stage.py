@@ -69,12 +69,20 @@ RUNTIME_KEYS = {
 }
 
 
+# Settings added later, left out of fingerprints at these values so that older runs keep
+# theirs (data.unseen_auto only acts where its absence was an error).
+LATER_KEYS = {"data": {"unseen_auto": True}}
+
+
 def _section(cfg, key: str):
     value = getattr(cfg, key)
     if hasattr(value, "__dataclass_fields__"):
         d = to_dict(value)
         for k in RUNTIME_KEYS.get(key, ()):
             d.pop(k, None)
+        for k, v in LATER_KEYS.get(key, {}).items():
+            if d.get(k, v) == v:
+                d.pop(k, None)
         return d
     return json.loads(json.dumps(value))
 

@@ -116,7 +116,8 @@ def test_fewer_than_two_classes(tmp_path):
         _data_stage(_cfg(_folder(tmp_path / "f", [5])), tmp_path / "run")
     with pytest.raises(ValueError, match="at least two training identities"):
         _data_stage(
-            _cfg(_folder(tmp_path / "g", [5, 5, 5]), unseen_identities=2), tmp_path / "run2"
+            _cfg(_folder(tmp_path / "g", [5, 5, 5]), unseen_identities=2, unseen_auto=False),
+            tmp_path / "run2",
         )
 
 

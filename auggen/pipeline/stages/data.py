@@ -118,13 +118,39 @@ def check_identities(labels: torch.Tensor, num_classes: int, d, name) -> list[in
             f"data.min_images_per_identity={d.min_images_per_identity} ({len(small)} such "
             "identities); set data.drop_small_identities=true to drop them"
         )
-    keep = [c for c in present if c not in set(small)]
-    if len(keep) - d.unseen_identities < 2:
+    return [c for c in present if c not in set(small)]
+
+
+def proportional_unseen(identities: int) -> int:
+    """The small-data split: a quarter of the identities unseen, at least 2 unseen and 2
+    trained; below 4 identities none (no unseen benchmarks)."""
+    return max(2, identities // 4) if identities >= 4 else 0
+
+
+def choose_unseen(identities: int, d) -> tuple[int, str]:
+    """(unseen identities, a note when the proportional split replaced the configured one).
+
+    ``data.unseen_identities`` stands unless it leaves fewer than two training identities;
+    then ``data.unseen_auto`` takes the proportional split, and without it the error names
+    the ``--set`` line that would work."""
+    if identities - d.unseen_identities >= 2:
+        return d.unseen_identities, ""
+    if identities < 2:
+        raise ValueError(f"need at least two training identities, got {identities} in all")
+    fit = proportional_unseen(identities)
+    if not d.unseen_auto:
         raise ValueError(
-            f"need at least two training identities, got {len(keep)} identities with "
-            f"{d.unseen_identities} unseen ones (data.unseen_identities)"
+            f"need at least two training identities: data.unseen_identities="
+            f"{d.unseen_identities} leaves {max(identities - d.unseen_identities, 0)} of the "
+            f"{identities} identities; --set data.unseen_identities={fit} would work "
+            f"(any value from 0 to {identities - 2} except 1)"
         )
-    return keep
+    return fit, (
+        f"data.unseen_identities={d.unseen_identities} would leave "
+        f"{max(identities - d.unseen_identities, 0)} of the {identities} identities for "
+        f"training; using the small-data split instead: {fit} unseen, {identities - fit} "
+        f"trained (--set data.unseen_identities=N to choose)"
+    )
 
 
 def relabel(labels: torch.Tensor, keep: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +197,11 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
         raise ValueError(f"the dataset has {raw.num_classes} identity; AugGen needs at least two")
     raw = drop_unreadable(raw, d, notes)
     keep = check_identities(raw.labels, raw.num_classes, d, _class_namer(raw, notes))
-    n_train = len(keep) - d.unseen_identities
+    n_unseen, split_note = choose_unseen(len(keep), d)
+    if split_note:
+        print(f"[data] {split_note}", flush=True)
+        notes["split"] = split_note
+    n_train = len(keep) - n_unseen
     idx, labels = relabel(raw.labels, keep[:n_train])
     tr, ho = split_heldout(labels, n_train, d.heldout_per_identity, d.seed)
     train = _subset(raw, idx[tr], labels[tr], n_train)
@@ -189,10 +219,11 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
                 f"{n_train} training identities vs their training images",
             }
         )
-    if d.unseen_identities:
+    pairs = {}
+    if n_unseen:
         u_idx, u_labels = relabel(raw.labels, keep[n_train:])
-        unseen = _subset(raw, u_idx, u_labels, d.unseen_identities)
-        benches += _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir)
+        unseen = _subset(raw, u_idx, u_labels, n_unseen)
+        benches += _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir, pairs)
     for path in d.verification_bins:
         if not Path(path).exists():
             raise FileNotFoundError(f"data.verification_bins: {path}: no such file")
@@ -211,7 +242,9 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
             "source": d.source,
             "identities": len(keep),
             "train_identities": n_train,
-            "unseen_identities": d.unseen_identities,
+            "unseen_identities": n_unseen,
+            "unseen_split": "proportional" if split_note else "config",
+            "verification_pairs": pairs,
             "train_images": len(tr),
             "heldout_images": len(ho),
             "image_size": [train.size, train.size],
@@ -226,12 +259,27 @@ def _subset(raw: ImageSource, idx, labels, num_classes: int) -> ImageSource:
     return SubsetSource(raw, idx, labels, num_classes)
 
 
-def _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir: Path) -> list[dict]:
+def available_pairs(labels: torch.Tensor) -> tuple[int, int]:
+    """(genuine, impostor): the distinct image pairs a label vector allows."""
+    counts = torch.bincount(labels).long()
+    genuine = int((counts * (counts - 1) // 2).sum())
+    n = len(labels)
+    return genuine, n * (n - 1) // 2 - genuine
+
+
+def _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir: Path, pairs) -> list[dict]:
     from auggen.eval import make_verification_pairs
 
     benches = []
     write_index(out_dir / "unseen.index.json", unseen)
-    a, b, same = make_verification_pairs(unseen.labels, d.verification_pairs, seed=d.seed)
+    genuine, impostor = available_pairs(unseen.labels)
+    # Few unseen identities allow few pairs: take what there is rather than fail.
+    wanted = d.verification_pairs
+    n_pairs = min(wanted, 2 * genuine + 1, 2 * impostor)  # half genuine (rounded down)
+    pairs.update(
+        requested=wanted, used=n_pairs, genuine_available=genuine, impostor_available=impostor
+    )
+    a, b, same = make_verification_pairs(unseen.labels, n_pairs, seed=d.seed)
     save_atomic(
         {"idx_a": a, "idx_b": b, "issame": same}, out_dir / "bench_unseen_verif.safetensors"
     )
@@ -246,7 +294,7 @@ def _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir: Path) -> list[d
         }
     )
     # Identification among unseen identities: the first image of each is the gallery.
-    n = d.unseen_identities
+    n = unseen.num_classes
     first = torch.stack([(u_labels == c).nonzero()[0, 0] for c in range(n)])
     rest = torch.ones(len(u_labels), dtype=torch.bool)
     rest[first] = False

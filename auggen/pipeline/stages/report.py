@@ -280,6 +280,29 @@ def timing_table(root: Path) -> str:
     return "\n".join(lines)
 
 
+FEW_UNSEEN = 10  # below this many unseen identities the report warns about the pair count
+
+
+def split_notes(split: dict) -> list[str]:
+    """Report lines on a small-data split and on a verification protocol with few pairs."""
+    lines = []
+    note = split.get("report", {}).get("split")
+    if note:
+        lines += ["", f"Split: {note}."]
+    pairs = split.get("verification_pairs") or {}
+    n = split["unseen_identities"]
+    if pairs and (n < FEW_UNSEEN or pairs["used"] < pairs["requested"]):
+        lines += [
+            "",
+            f"With {n} unseen identities the verification protocol has few pairs: "
+            f"{pairs['used']} used (data.verification_pairs={pairs['requested']}) of the "
+            f"{pairs['genuine_available']} genuine and {pairs['impostor_available']} impostor "
+            f"pairs those identities allow ({pairs['used'] // 10} per fold of the 10); one "
+            f"pair moves the accuracy by {100 / pairs['used']:.2g} points.",
+        ]
+    return lines
+
+
 def run(cfg, in_dirs, out_dir) -> None:
     root = Path(in_dirs["data"]).parent  # the run folder (out_dir may be .pending/report)
     split = _read(root / "data" / "split.json")
@@ -313,6 +336,7 @@ def run(cfg, in_dirs, out_dir) -> None:
         f"Generator {cfg.gen.preset} at {cfg.gen.resolution} px; FR {cfg.fr.backbone} "
         f"(width {cfg.fr.width}) + {cfg.fr.head} at {cfg.fr.input_size} px, "
         f"{cfg.fr.epochs} epochs; seeds {list(cfg.seeds)}; device {cfg.device}.",
+        *split_notes(split),
         "",
         "## Results (mean ± std over FR seeds, %)",
         "",
