@@ -109,6 +109,42 @@ class IResNet(nn.Module):
             return self.features(self.fc(x.float()))
 
 
+# oneDNN (torch 2.13 CPU) crashes the process (SIGSEGV or abort, no Python error) computing
+# the weight gradient of a 1x1 stride-2 convolution on channels-last fp32 input with fewer
+# than 16 input channels, from ~56 px (seen at 56, 64, 112; not at <= 55): the projection
+# shortcuts of a width-8 iResNet at 112 px. Stride 1, 3x3 kernels, 16+ channels and NCHW all
+# train. Measured in subprocesses; tests/recognition/test_memory_format.py keeps it honest.
+MIN_CL_SHORTCUT_CHANNELS_CPU = 16
+
+
+def memory_format_for(
+    model: nn.Module, device: torch.device | str, channels_last: bool
+) -> tuple[torch.memory_format, str]:
+    """The activation layout to train ``model`` in on ``device`` when ``channels_last`` is asked
+    for, and why: channels-last unless the device has a known failure for one of the model's
+    convolutions (on the CPU: a 1x1 stride-2 conv reading < 16 channels), then NCHW."""
+    if not channels_last:
+        return torch.contiguous_format, "NCHW (fr.channels_last=false)"
+    if torch.device(device).type == "cpu":
+        narrow = sorted(
+            {
+                m.in_channels
+                for m in model.modules()
+                if isinstance(m, nn.Conv2d)
+                and tuple(m.kernel_size) == (1, 1)
+                and max(m.stride) > 1
+                and m.in_channels < MIN_CL_SHORTCUT_CHANNELS_CPU
+            }
+        )
+        if narrow:
+            return torch.contiguous_format, (
+                f"NCHW instead of channels-last: on the CPU, oneDNN's weight gradient of a "
+                f"1x1 stride-2 conv with {narrow} < {MIN_CL_SHORTCUT_CHANNELS_CPU} input "
+                "channels crashes the process in channels-last (use fr.width >= 16 for it)"
+            )
+    return torch.channels_last, "channels-last (fr.channels_last=true)"
+
+
 def _builder(name: str):
     def build(input_size: int = 112, embedding_size: int = 512, **kw) -> IResNet:
         return IResNet(STAGE_DEPTHS[name], input_size, embedding_size, **kw)

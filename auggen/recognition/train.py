@@ -55,7 +55,7 @@ from auggen.recognition.checkpoint import (
 )
 from auggen.recognition.checkpoint import save_run_checkpoint as _save_checkpoint
 from auggen.recognition.heads import build_head
-from auggen.recognition.iresnet import build_backbone
+from auggen.recognition.iresnet import build_backbone, memory_format_for
 from auggen.recognition.partial_fc import sample_classes
 from auggen.recognition.periodic_verification import PeriodicVerification
 from auggen.recognition.schedule import SCHEDULES, LRSchedule
@@ -273,7 +273,9 @@ def _train(cfg, source, out, device, progress, info, init=None) -> nn.Module:
             ) from None
     head = build_head(cfg.head, cfg.embedding_size, source.num_classes, **cfg.head_kwargs)
     model = FRModel(backbone, head).to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    memory_format, why = memory_format_for(model, device, cfg.channels_last)
+    if memory_format != torch.channels_last and cfg.channels_last and info.is_main:
+        print(f"[train_fr] activations {why}", flush=True)
     model = model.to(memory_format=memory_format)
     optimizer = _optimizer(model, cfg)
     schedule = LRSchedule(
