@@ -1,8 +1,9 @@
 """``auggen <command> ...``: one entry point for the pipeline and the model tools.
 
 ``auggen pipeline`` is ``python -m auggen.pipeline``, ``auggen embed`` is
-``python -m auggen.embed``, ``auggen evaluate`` is ``python -m auggen.evaluate``; the arguments
-after the command go to it unchanged.
+``python -m auggen.embed``, ``auggen evaluate`` is ``python -m auggen.evaluate``, ``auggen
+export`` is ``python -m auggen.recognition.export``; the arguments after the command go to it
+unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ COMMANDS = {
     "pipeline": ("auggen.pipeline.cli", "run the AugGen pipeline (stages joined by folders)"),
     "embed": ("auggen.embed", "embeddings of an image folder / RecordIO / .bin into .npy"),
     "evaluate": ("auggen.evaluate", "verification table on .bin sets for any loadable model"),
+    "export": ("auggen.recognition.export", "a face model to ONNX / TorchScript, checked"),
 }
 
 

@@ -1,8 +1,10 @@
 """``python -m auggen.embed MODEL INPUT --out OUT.npy``: face embeddings from any loadable model.
 
 MODEL is anything :func:`auggen.recognition.load_pretrained` reads (insightface ``.pth``, AdaFace
-``.ckpt``, an auggen FR run). INPUT is an image folder (``root/<identity>/<image>``), an
-insightface RecordIO (``train.rec`` + ``.idx``, its folder or prefix) or a verification ``.bin``.
+``.ckpt``, an auggen FR run), or an ``.onnx`` file from ``auggen export`` (run by onnxruntime;
+when the graph fuses the mirror, the mirror is not added again). INPUT is an image folder
+(``root/<identity>/<image>``), an insightface RecordIO (``train.rec`` + ``.idx``, its folder or
+prefix) or a verification ``.bin``.
 Images are decoded at the model's input size a chunk ahead of the model, embedded in batches
 with the insightface test protocol (image + mirror, summed, L2-normalised) and written as
 
@@ -137,12 +139,27 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def load_model(path, arch=None, device="cpu"):
+    """An Embedder for ``path``: ``load_pretrained``'s kinds, or an exported ``.onnx``."""
+    if Path(path).suffix == ".onnx":
+        if device != "cpu":
+            raise ValueError(f"{path}: .onnx models run on the CPU here, got --device {device}")
+        from auggen.recognition.export import OnnxEmbedder
+
+        return OnnxEmbedder(path)
+    from auggen.recognition.pretrained import load_pretrained
+
+    return load_pretrained(path, arch, device)
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog or "python -m auggen.embed",
         description="Embed an image folder, RecordIO or verification .bin with a face model.",
     )
-    p.add_argument("model", help="insightface .pth, AdaFace .ckpt, or an auggen FR run folder")
+    p.add_argument(
+        "model", help="insightface .pth, AdaFace .ckpt, an auggen FR run folder, or an .onnx"
+    )
     p.add_argument("input", help="image folder (root/<identity>/<img>), .rec/.idx, or .bin")
     p.add_argument("--out", "-o", required=True, help="OUT.npy (+ .labels.npy/.names.txt/.json)")
     p.add_argument("--arch", help="expected architecture, e.g. ir50 / adaface_ir101 (checked)")
@@ -159,13 +176,12 @@ def main(argv=None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    from auggen.recognition.pretrained import load_pretrained
-
     try:
-        model = load_pretrained(args.model, args.arch, args.device)
+        model = load_model(args.model, args.arch, args.device)
         src, kind, extra = open_images(args.input, model.input_size)
-    except LOAD_ERRORS as e:
+    except (*LOAD_ERRORS, ImportError) as e:
         parser.error(str(e))
+    flip = not args.no_flip and not getattr(model, "flip_fused", False)
     if len(src) == 0:
         parser.error(f"{args.input}: no images to embed")
     paths = output_paths(args.out)
@@ -174,7 +190,7 @@ def main(argv=None, prog: str | None = None) -> int:
         with atomic_path(paths["embeddings"]) as tmp:
             feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
             embed_source(
-                model, src, args.batch_size, not args.no_flip, args.device, args.workers,
+                model, src, args.batch_size, flip, args.device, args.workers,
                 progress=not args.no_progress, out=feats,
             )  # fmt: skip
             feats.flush()
@@ -194,6 +210,7 @@ def main(argv=None, prog: str | None = None) -> int:
         "embedding_size": model.embedding_size,
         "input_size": model.input_size,
         "flip": not args.no_flip,
+        "flip_in_model": bool(getattr(model, "flip_fused", False)),
         "files": {k: str(p) for k, p in paths.items() if k in ("embeddings", "names", *extra)},
     }
     atomic_write_json(paths["json"], meta)
