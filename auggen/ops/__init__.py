@@ -8,7 +8,7 @@ implementations, so ``torch.compile(fullgraph=True)`` traces through them. ``con
 ``F.conv2d(x, w, padding=1)`` with a Winograd F(4x4, 3x3) path on the CPU backend.
 """
 
-from auggen.ops._backend import BACKENDS, backends
+from auggen.ops._backend import BACKENDS, backend_report, backends
 from auggen.ops.attention import mp_attention
 from auggen.ops.conv import conv3x3, winograd_applies, winograd_weight
 from auggen.ops.elementwise import mp_silu, mp_sum, mp_sum_clamp
@@ -18,6 +18,7 @@ from auggen.ops.pixel_norm import pixel_norm, pixel_norm_silu
 __all__ = [
     "BACKENDS",
     "backends",
+    "backend_report",
     "pixel_norm",
     "mp_silu",
     "mp_sum",

@@ -6,6 +6,14 @@ tensors -> the first available of ``GPU_ORDER`` (``"cuda"`` then ``"triton"``; t
 environment variable ``AUGGEN_GPU_ORDER=triton,cuda`` swaps them, as benchmarks/gpu_check.py
 advises from its timings); ``"reference"`` when nothing compiled is available. fp64 always
 runs the reference code.
+
+A backend proves itself before it serves: the first time it would run on a device (per
+process, device and dtype family: fp32, or fp16/bf16) it runs each op once on tiny inputs
+against the fp64 reference (``auggen.ops._selftest``). One that fails to load, launch or match
+is dropped for that device and dtype family with one warning, and the next in the order
+serves, down to the reference. Explicitly asking for a dropped backend raises.
+``AUGGEN_BACKEND_SELFTEST=0`` skips the check; ``AUGGEN_BACKEND_FAIL=cuda,triton`` makes the
+named backends fail it (fault injection); ``backend_report()`` says what was chosen and why.
 """
 
 from __future__ import annotations
@@ -13,20 +21,28 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass
 
 import torch
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 
+_MISSING: dict[str, str] = {}  # backend -> why it is not available here
+
 try:
     from auggen import _C as cpu_ext
-except ImportError:  # pure-Python install: the reference backend still works
+except ImportError as e:  # pure-Python install: the reference backend still works
     cpu_ext = None
+    _MISSING["cpu"] = f"auggen._C does not import ({e})"
 
 try:
     from auggen import _C_cuda as cuda_ext
-except (ImportError, OSError):  # built without nvcc, or its runtime cannot load
+except (ImportError, OSError) as e:  # built without nvcc, or its runtime cannot load
     cuda_ext = None
+    _MISSING["cuda"] = f"auggen._C_cuda does not import ({e})"
 
 
 # Triton's interpreter runs kernels on CPU tensors (tests without a GPU set it).
@@ -38,10 +54,16 @@ def _detect() -> tuple[str, ...]:
     if cpu_ext is not None:
         found.append("cpu")
     has_cuda = torch.cuda.is_available()
-    if importlib.util.find_spec("triton") is not None and (has_cuda or TRITON_INTERPRET):
+    if importlib.util.find_spec("triton") is None:
+        _MISSING["triton"] = "the triton package is not installed"
+    elif has_cuda or TRITON_INTERPRET:
         found.append("triton")
+    else:
+        _MISSING["triton"] = "no CUDA device (and TRITON_INTERPRET is not 1)"
     if cuda_ext is not None and has_cuda:
         found.append("cuda")
+    elif cuda_ext is not None:
+        _MISSING["cuda"] = "no CUDA device visible to torch"
     return tuple(found)
 
 
@@ -66,17 +88,24 @@ def backends() -> list[str]:
 
 
 def resolve(backend: str | None, x: torch.Tensor) -> str:
-    """The backend that runs an op on ``x``; raises for unknown or unavailable names."""
+    """The backend that runs an op on ``x``; raises for unknown or unavailable names, and for
+    a named backend that failed its self-test on ``x``'s device."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
     if backend is not None and backend not in AVAILABLE:
-        raise RuntimeError(f"backend {backend!r} is not available here; available: {AVAILABLE}")
+        why = _MISSING.get(backend, "")
+        raise RuntimeError(
+            f"backend {backend!r} is not available here{f' ({why})' if why else ''}; "
+            f"available: {AVAILABLE}"
+        )
     on_cuda = x.device.type == "cuda"
     if backend is None:
-        if on_cuda:
-            backend = next((b for b in GPU_ORDER if b in AVAILABLE), "reference")
-        else:
-            backend = "cpu" if "cpu" in AVAILABLE else "reference"
+        if x.dtype == torch.float64:
+            return "reference"
+        for b in GPU_ORDER if on_cuda else ("cpu",):
+            if b in AVAILABLE and usable(b, x):
+                return b
+        return "reference"
     if backend == "cpu" and on_cuda:
         raise ValueError(f"backend 'cpu' needs CPU tensors, got a tensor on {x.device}")
     if backend == "cuda" and not on_cuda:
@@ -87,7 +116,167 @@ def resolve(backend: str | None, x: torch.Tensor) -> str:
         )
     if x.dtype == torch.float64:
         return "reference"  # the compiled kernels are fp32/bf16/fp16 only
+    if backend != "reference" and not usable(backend, x):
+        v = _VERDICTS[(backend, x.device, x.dtype)]
+        raise RuntimeError(
+            f"backend {backend!r} failed its self-test on {x.device} for {v.family} tensors "
+            f"({v.op}: {v.reason}); backend=None picks the next working backend, "
+            "AUGGEN_BACKEND_SELFTEST=0 skips the self-test"
+        )
     return backend
+
+
+# ---- self-test: a backend proves itself on a device before it serves ----------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    backend: str
+    device: str
+    family: str  # "fp32" or "fp16/bf16"
+    ok: bool
+    tested: bool  # False: the self-test was skipped (AUGGEN_BACKEND_SELFTEST=0)
+    op: str = ""  # the op that failed
+    reason: str = ""
+    ms: float = 0.0  # wall time of the self-test
+
+
+FAMILIES = {torch.float32: "fp32", torch.float16: "fp16/bf16", torch.bfloat16: "fp16/bf16"}
+_VERDICTS: dict[tuple, Verdict] = {}  # (backend, torch.device, dtype) -> Verdict
+_SELFTEST_LOCK = threading.RLock()  # one self-test at a time; the others wait for its verdict
+_LOCAL = threading.local()  # .testing: this thread runs a self-test (its own calls pass)
+
+
+def _env_list(name: str) -> set[str]:
+    return {b.strip() for b in os.environ.get(name, "").split(",") if b.strip()}
+
+
+def usable(backend: str, x: torch.Tensor) -> bool:
+    """Whether ``backend`` passed (or skipped) its self-test for ``x``'s device and dtype
+    family; runs the self-test the first time. While torch.compile traces, inside CUDA graph
+    capture and inside a self-test nothing new is tested: a known verdict counts, an unknown
+    one trusts the backend for this call."""
+    v = _VERDICTS.get((backend, x.device, x.dtype))
+    if v is not None:
+        return v.ok
+    if backend == "reference" or _compiling() or getattr(_LOCAL, "testing", False):
+        return True
+    if x.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return True
+    return _selftest(backend, x.device, x.dtype).ok
+
+
+def _selftest(backend: str, device: torch.device, dtype: torch.dtype) -> Verdict:
+    from auggen.ops._selftest import SelfTestError, run_selftest
+
+    family = FAMILIES.get(dtype)
+    if family is None:  # not a kernel dtype: nothing to prove, resolve() sends it elsewhere
+        return Verdict(backend, str(device), str(dtype), True, False)
+    with _SELFTEST_LOCK:
+        v = _VERDICTS.get((backend, device, dtype))
+        if v is not None:  # another thread finished it while this one waited
+            return v
+        t0 = time.perf_counter()
+        if os.environ.get("AUGGEN_BACKEND_SELFTEST", "1") == "0":
+            v = Verdict(
+                backend, str(device), family, True, False, reason="AUGGEN_BACKEND_SELFTEST=0"
+            )
+        else:
+            _LOCAL.testing = True
+            try:
+                n = run_selftest(
+                    backend, device, dtype, backend in _env_list("AUGGEN_BACKEND_FAIL")
+                )
+                v = Verdict(backend, str(device), family, True, True, reason=f"{n} ops passed")
+            except SelfTestError as e:
+                v = Verdict(backend, str(device), family, False, True, e.op, e.reason)
+            finally:
+                _LOCAL.testing = False
+        v = Verdict(**{**v.__dict__, "ms": (time.perf_counter() - t0) * 1e3})
+        for dt, fam in FAMILIES.items():
+            if fam == family:
+                _VERDICTS[(backend, device, dt)] = v
+    if not v.ok:
+        warnings.warn(
+            f"auggen.ops: backend {backend!r} dropped on {device} for {family} tensors: "
+            f"{v.op} failed its self-test: {v.reason}. {_fallback_words(backend, device)}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return v
+
+
+def _fallback_words(backend: str, device: torch.device) -> str:
+    order = GPU_ORDER if device.type == "cuda" else ("cpu",)
+    rest = (
+        [b for b in order[order.index(backend) + 1 :] if b in AVAILABLE] if backend in order else []
+    )
+    nxt = " then ".join([*rest, "reference"])
+    return f"Calls with backend=None now use {nxt} (untested backends are self-tested first)."
+
+
+def backend_choices() -> list[dict]:
+    """Every self-test verdict so far, one dict per (backend, device, dtype family)."""
+    seen, out = set(), []
+    for v in list(_VERDICTS.values()):
+        key = (v.backend, v.device, v.family)
+        if key not in seen:
+            seen.add(key)
+            out.append(dict(v.__dict__))
+    return out
+
+
+def backend_report() -> str:
+    """What serves the ops in this process and why: available backends (and why the others
+    are not), the GPU order, and each self-test's verdict so far."""
+    gone = "; ".join(f"{b}: {why}" for b, why in _MISSING.items())
+    lines = [
+        f"auggen.ops backends available: {', '.join(AVAILABLE)}"
+        + (f" (not available: {gone})" if gone else ""),
+        f"auto order: CPU tensors cpu, CUDA tensors {','.join(GPU_ORDER)}, then reference; "
+        f"fp64 runs the reference",
+        "self-test: "
+        + (
+            "off (AUGGEN_BACKEND_SELFTEST=0)"
+            if os.environ.get("AUGGEN_BACKEND_SELFTEST", "1") == "0"
+            else "on (first use per device and dtype family)"
+        )
+        + (
+            f"; AUGGEN_BACKEND_FAIL={os.environ['AUGGEN_BACKEND_FAIL']}"
+            if os.environ.get("AUGGEN_BACKEND_FAIL")
+            else ""
+        ),
+    ]
+    choices = backend_choices()
+    if not choices:
+        lines.append("no backend has served a compiled op yet")
+    for c in choices:
+        head = f"{c['backend']} on {c['device']} ({c['family']}): "
+        if not c["ok"]:
+            words = f"DROPPED: {c['op']} failed its self-test: {c['reason']}"
+        elif c["tested"]:
+            words = f"passed its self-test ({c['reason']}, {c['ms']:.0f} ms)"
+        else:
+            words = f"trusted untested ({c['reason']})"
+        lines.append(head + words)
+    return "\n".join(lines)
+
+
+def backend_line() -> str:
+    """``backend_report`` in one line (pipeline log and report)."""
+    parts = []
+    for c in backend_choices():
+        state = (
+            "ok"
+            if c["ok"] and c["tested"]
+            else "untested"
+            if c["ok"]
+            else f"DROPPED ({c['op']}: {c['reason']})"
+        )
+        parts.append(f"{c['backend']}@{c['device']} {c['family']} {state}")
+    return "ops backends: " + (
+        "; ".join(parts) if parts else f"none used yet (available {', '.join(AVAILABLE)})"
+    )
 
 
 _POOL_THREADS = [0]
@@ -151,10 +340,39 @@ def triton_kernels(family: str):
     return importlib.import_module(f"auggen.kernels.triton.{family}")
 
 
-def check_cuda(err: int) -> None:
-    """Turn a cudaError_t returned by a launcher into a RuntimeError."""
-    if err != 0:
-        raise RuntimeError(f"auggen CUDA kernel failed: {cuda_ext.error_string(err)} ({err})")
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}" if v else "none (no driver found)"
+
+
+def cuda_versions(ext=None) -> tuple[int, int]:
+    """(CUDA version the installed driver supports, CUDA runtime ``_C_cuda`` was built with),
+    e.g. (12040, 13000); the driver's is 0 when there is none."""
+    ext = ext or cuda_ext
+    return int(ext.driver_version()), int(ext.runtime_version())
+
+
+def driver_words(ext=None) -> str:
+    """Error 35 in words a user can act on: the two versions and the two ways out."""
+    driver, built = cuda_versions(ext)
+    return (
+        f"the driver supports CUDA {_cuda_version(driver)}, but auggen._C_cuda was built with "
+        f"the CUDA {_cuda_version(built)} runtime (linked statically); install a newer driver "
+        f"(CUDA 13 needs >= 580) or rebuild auggen with a toolkit no newer than the driver's"
+    )
+
+
+def check_cuda(err: int, op: str = "", ext=None) -> None:
+    """Turn a cudaError_t returned by launcher ``op`` into a RuntimeError naming it."""
+    if err == 0:
+        return
+    ext = ext or cuda_ext
+    msg = f"auggen CUDA kernel {op or '(unnamed)'} failed: {ext.error_string(err)} ({err})"
+    if err == CUDA_ERROR_INSUFFICIENT_DRIVER and hasattr(ext, "driver_version"):
+        msg += f": {driver_words(ext)}"
+    raise RuntimeError(msg)
 
 
 def cuda_stream(x: torch.Tensor) -> int:

@@ -23,6 +23,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from auggen.ops import _backend
 from auggen.ops._backend import dispatch, register_autograd
 from auggen.ops._validate import check_float, check_same_shape
 
@@ -79,7 +80,7 @@ def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
     """
     if backend is None:
         on_gpu = q.device.type == "cuda" and q.dtype in TRITON_DTYPES and _triton_usable(q)
-        return "triton" if on_gpu else "cpu"
+        return "triton" if on_gpu and _backend.usable("triton", q) else "cpu"
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"backend must be one of {ATTENTION_BACKENDS} or None, got {backend!r}")
     if backend == "cuda":
@@ -93,6 +94,8 @@ def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
         )
     if backend == "triton" and q.dtype not in TRITON_DTYPES:
         return "reference"  # the kernel is fp32/bf16/fp16 only
+    if backend == "triton" and q.device.type == "cuda":
+        _backend.resolve("triton", q)  # raises if Triton failed its self-test on this device
     return backend
 
 

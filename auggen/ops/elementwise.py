@@ -34,7 +34,7 @@ def _launch(backend: str, name: str, *tensors, scalars=()):
     elif backend == "cuda":
         with torch.cuda.device(ref.device):
             fn = getattr(cuda_ext, name)
-            check_cuda(fn(dtype_code(ref), *ptrs, ref.numel(), *scalars, cuda_stream(ref)))
+            check_cuda(fn(dtype_code(ref), *ptrs, ref.numel(), *scalars, cuda_stream(ref)), name)
     else:
         getattr(triton_kernels("elementwise"), name)(*tensors, *scalars)
 

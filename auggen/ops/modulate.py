@@ -45,7 +45,8 @@ def _launch(backend, name, tensors, geom):
         getattr(cpu_kernels(), name)(dtype_code(ref), *ptrs, *geom)
     elif backend == "cuda":
         with torch.cuda.device(ref.device):
-            check_cuda(getattr(cuda_ext, name)(dtype_code(ref), *ptrs, *geom, cuda_stream(ref)))
+            err = getattr(cuda_ext, name)(dtype_code(ref), *ptrs, *geom, cuda_stream(ref))
+            check_cuda(err, name)
     else:
         getattr(triton_kernels("modulate"), name)(*tensors, *geom)
 

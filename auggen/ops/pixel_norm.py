@@ -48,7 +48,8 @@ def _launch_fwd(backend, x, y, z, dim, eps):
                     inner,
                     eps,
                     cuda_stream(x),
-                )
+                ),
+                "pixel_norm_fwd",
             )
     else:
         triton_kernels("pixel_norm").pixel_norm_fwd(x, y, z, outer, c, inner, eps)
@@ -109,7 +110,8 @@ def pixel_norm_backward_op(
                     inner,
                     eps,
                     cuda_stream(x),
-                )
+                ),
+                "pixel_norm_bwd",
             )
     else:
         triton_kernels("pixel_norm").pixel_norm_bwd(x, gn, gs, gx, outer, c, inner, eps)

@@ -11,6 +11,9 @@ namespace ac = auggen::cuda;
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "AugGen CUDA kernels (raw-pointer launchers, called from auggen.ops)";
   m.def("error_string", &ac::error_string);
+  m.def("driver_version", &ac::driver_version);
+  m.def("runtime_version", &ac::runtime_version);
+  m.def("sync_enabled", &ac::sync_enabled);
   m.def("mp_silu_fwd", &ac::mp_silu_fwd);
   m.def("mp_silu_bwd", &ac::mp_silu_bwd);
   m.def("mp_sum_fwd", &ac::mp_sum_fwd);

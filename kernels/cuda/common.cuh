@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "auggen/half.h"
 #include "auggen/mp_math.h"
@@ -80,14 +82,37 @@ T* out(ptr_t p) {
 
 inline cudaStream_t as_stream(ptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
+// AUGGEN_CUDA_SYNC=1 (read once): every launcher waits for its kernel to finish.
+inline bool sync_after_launch() {
+  static const bool on = [] {
+    const char* v = std::getenv("AUGGEN_CUDA_SYNC");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
+// The error a launch left: its own (bad configuration; error 35, a driver older than this
+// module's runtime), and with AUGGEN_CUDA_SYNC=1 also the kernel's (an illegal address...),
+// so a fault is reported by the op that made it, not by whatever torch op syncs next.
+inline int finish_launch(ptr_t stream) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || !sync_after_launch()) return static_cast<int>(err);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  err = cudaStreamIsCapturing(as_stream(stream), &capture);
+  if (err == cudaSuccess && capture == cudaStreamCaptureStatusNone)  // no sync inside a graph
+    err = cudaStreamSynchronize(as_stream(stream));
+  return static_cast<int>(err);
+}
+
 }  // namespace cuda
 }  // namespace auggen
 
-// Runs BODY with scalar_t bound to dtype code DT; unknown codes return cudaErrorInvalidValue.
-#define AUGGEN_CUDA_DISPATCH(DT, ...)                                         \
+// Runs BODY with scalar_t bound to dtype code DT, then returns finish_launch(STREAM); unknown
+// codes return cudaErrorInvalidValue.
+#define AUGGEN_CUDA_DISPATCH(DT, STREAM, ...)                                 \
   do {                                                                        \
     if ((DT) < ::auggen::kFloat32 || (DT) > ::auggen::kBFloat16)              \
       return static_cast<int>(cudaErrorInvalidValue);                         \
     AUGGEN_DISPATCH_DTYPE(DT, __VA_ARGS__);                                   \
-    return static_cast<int>(cudaGetLastError());                              \
+    return ::auggen::cuda::finish_launch(STREAM);                             \
   } while (0)

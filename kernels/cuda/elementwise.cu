@@ -86,15 +86,28 @@ __global__ void mp_sum_bwd_k(const T* g, const T* a, const T* b, T* ga, T* gb, i
 
 const char* error_string(int err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
 
+int driver_version() {
+  int v = 0;
+  return cudaDriverGetVersion(&v) == cudaSuccess ? v : 0;  // 0: no driver
+}
+
+int runtime_version() {
+  int v = 0;
+  cudaRuntimeGetVersion(&v);  // the runtime linked in (statically): the toolkit built with
+  return v;
+}
+
+bool sync_enabled() { return sync_after_launch(); }
+
 int mp_silu_fwd(int dt, ptr_t x, ptr_t y, int64_t n, ptr_t stream) {
-  AUGGEN_CUDA_DISPATCH(dt, {
+  AUGGEN_CUDA_DISPATCH(dt, stream, {
     const bool al = packs_aligned<scalar_t>({x, y});
     AUGGEN_LAUNCH_PACKED(mp_silu_fwd_k, al, n, stream, in<scalar_t>(x), out<scalar_t>(y), n);
   });
 }
 
 int mp_silu_bwd(int dt, ptr_t g, ptr_t x, ptr_t gx, int64_t n, ptr_t stream) {
-  AUGGEN_CUDA_DISPATCH(dt, {
+  AUGGEN_CUDA_DISPATCH(dt, stream, {
     const bool al = packs_aligned<scalar_t>({g, x, gx});
     AUGGEN_LAUNCH_PACKED(mp_silu_bwd_k, al, n, stream, in<scalar_t>(g), in<scalar_t>(x),
                          out<scalar_t>(gx), n);
@@ -105,7 +118,7 @@ int mp_sum_fwd(int dt, ptr_t a, ptr_t b, ptr_t y, int64_t n, float t, bool clamp
                ptr_t stream) {
   float ca, cb;
   mp_sum_coeffs(t, &ca, &cb);
-  AUGGEN_CUDA_DISPATCH(dt, {
+  AUGGEN_CUDA_DISPATCH(dt, stream, {
     const bool al = packs_aligned<scalar_t>({a, b, y});
     AUGGEN_LAUNCH_PACKED(mp_sum_fwd_k, al, n, stream, in<scalar_t>(a), in<scalar_t>(b),
                          out<scalar_t>(y), n, ca, cb, clamp, clip);
@@ -116,7 +129,7 @@ int mp_sum_bwd(int dt, ptr_t g, ptr_t a, ptr_t b, ptr_t ga, ptr_t gb, int64_t n,
                bool clamp, float clip, ptr_t stream) {
   float ca, cb;
   mp_sum_coeffs(t, &ca, &cb);
-  AUGGEN_CUDA_DISPATCH(dt, {
+  AUGGEN_CUDA_DISPATCH(dt, stream, {
     const bool al = packs_aligned<scalar_t>({g, a, b, ga, gb});
     AUGGEN_LAUNCH_PACKED(mp_sum_bwd_k, al, n, stream, in<scalar_t>(g), in<scalar_t>(a),
                          in<scalar_t>(b), out<scalar_t>(ga), out<scalar_t>(gb), n, ca, cb, clamp,

@@ -10,6 +10,9 @@ namespace cuda {
 using ptr_t = uintptr_t;
 
 const char* error_string(int err);
+int driver_version();   // CUDA version the installed driver supports (12040 = 12.4), 0: none
+int runtime_version();  // CUDA runtime version this module was built with
+bool sync_enabled();    // AUGGEN_CUDA_SYNC=1: launchers synchronise and return the kernel's error
 
 int mp_silu_fwd(int dt, ptr_t x, ptr_t y, int64_t n, ptr_t stream);
 int mp_silu_bwd(int dt, ptr_t g, ptr_t x, ptr_t gx, int64_t n, ptr_t stream);

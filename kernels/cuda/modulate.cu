@@ -101,7 +101,7 @@ int modulated_mp_silu_fwd(int dt, ptr_t y, ptr_t c, ptr_t o, int64_t n, int64_t 
   const bool nchw = s1 == 1;
   const int64_t rows = nchw ? n * ch : n * s1, len = nchw ? s2 : ch;
   const int64_t per_n = nchw ? 1 : s1, c_row = nchw ? 1 : ch, c_step = nchw ? 0 : 1;
-  AUGGEN_CUDA_DISPATCH(dt, {
+  AUGGEN_CUDA_DISPATCH(dt, stream, {
     const unsigned grid = blocks_for(rows, kWarps);
     if (len % kVec == 0 && packs_aligned<scalar_t>({y, o}))
       fwd_rows_k<scalar_t, true><<<grid, kThreads, 0, as_stream(stream)>>>(
@@ -116,7 +116,7 @@ int modulated_mp_silu_bwd(int dt, ptr_t g, ptr_t y, ptr_t c, ptr_t gy, ptr_t gc,
                           int64_t s1, int64_t ch, int64_t s2, ptr_t stream) {
   if (s1 != 1 && s2 != 1) return static_cast<int>(cudaErrorInvalidValue);
   const int64_t tiles = (ch + 31) / 32;
-  AUGGEN_CUDA_DISPATCH(dt, {
+  AUGGEN_CUDA_DISPATCH(dt, stream, {
     if (s1 == 1)
       bwd_nchw_k<scalar_t><<<blocks_for(n * ch, kWarps), kThreads, 0, as_stream(stream)>>>(
           in<scalar_t>(g), in<scalar_t>(y), in<scalar_t>(c), out<scalar_t>(gy),

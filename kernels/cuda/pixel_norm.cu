@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kThreads)
 int pixel_norm_fwd(int dt, ptr_t x, ptr_t y, ptr_t z, int64_t outer, int64_t c, int64_t inner,
                    float eps, ptr_t stream) {
   const int64_t tiles = (inner + 31) / 32;
-  AUGGEN_CUDA_DISPATCH(dt, {
+  AUGGEN_CUDA_DISPATCH(dt, stream, {
     if (inner == 1)
       fwd_rows_k<scalar_t><<<blocks_for(outer, kWarps), kThreads, 0, as_stream(stream)>>>(
           in<scalar_t>(x), out<scalar_t>(y), out<scalar_t>(z), outer, c, eps);
@@ -191,7 +191,7 @@ int pixel_norm_fwd(int dt, ptr_t x, ptr_t y, ptr_t z, int64_t outer, int64_t c, 
 int pixel_norm_bwd(int dt, ptr_t x, ptr_t gy, ptr_t gz, ptr_t gx, int64_t outer, int64_t c,
                    int64_t inner, float eps, ptr_t stream) {
   const int64_t tiles = (inner + 31) / 32;
-  AUGGEN_CUDA_DISPATCH(dt, {
+  AUGGEN_CUDA_DISPATCH(dt, stream, {
     if (inner == 1)
       bwd_rows_k<scalar_t><<<blocks_for(outer, kWarps), kThreads, 0, as_stream(stream)>>>(
           in<scalar_t>(x), in<scalar_t>(gy), in<scalar_t>(gz), out<scalar_t>(gx), outer, c, eps);

@@ -20,13 +20,13 @@ fp32 in every case. No autograd here: ``auggen.ops.attention`` wraps these launc
 differentiable custom op.
 """
 
-import contextlib
 import math
 import os
 
 import torch
 import triton
 import triton.language as tl
+from auggen.kernels.triton.launch import on_device
 from triton.runtime.errors import OutOfResources
 
 LOG2E = 1.4426950408889634
@@ -366,11 +366,6 @@ def _launch(kernel, grid_dim: str, length: int, bh: int, args, consts, configs, 
     run_one(_CHOSEN[key])
 
 
-def _device_of(x: torch.Tensor):
-    """Launch on x's GPU, not the current one."""
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
-
-
 def _scales(d: int) -> tuple[float, float, float]:
     sm_scale = 1.0 / math.sqrt(d)
     return 1.0 / math.sqrt(d), sm_scale * LOG2E, sm_scale
@@ -385,7 +380,7 @@ def normalize_heads(x: torch.Tensor, dtype: torch.dtype, eps: float = 1e-4) -> t
         return out
     block_l = max(16, min(64, triton.next_power_of_2(length), 8192 // _block_d(d)))
     grid = (triton.cdiv(length, block_l) * n * h,)
-    with _device_of(x):
+    with on_device("normalize_heads", x):
         _normalize_heads_kernel[grid](
             x, out, *x.stride(), h, length, d, 1.0 / math.sqrt(d), eps,
             BLOCK_L=block_l, BLOCK_D=_block_d(d), num_warps=4,
@@ -422,7 +417,7 @@ def mp_attention_fwd(
     args = (qh, kh, vh, out, lse, length, d, qk_scale)
     consts = dict(PRECISION=_input_precision(lo, precision))
     key = ("fwd", length, d, q.dtype, lo, consts["PRECISION"], q.device)
-    with _device_of(q):
+    with on_device("mp_attention_fwd", q):
         _launch(_mp_attention_fwd_kernel, "BLOCK_M", length, n * h, args, consts, configs, key)
     return out, lse
 
@@ -463,7 +458,7 @@ def mp_attention_bwd(
     scalars = (h, length, d, rsqrt_d, eps, qk_scale, sm_scale)
     consts = dict(PRECISION=_input_precision(lo, precision))
     tag = (length, d, q.dtype, lo, consts["PRECISION"], q.device)
-    with _device_of(q):
+    with on_device("mp_attention_bwd", q):
         _launch(
             _mp_attention_bwd_dkdv_kernel, "BLOCK_N", length, n * h,
             (qh, kh, vh, k, v, do, lse, delta, dk, dv, *k.stride(), *v.stride(), *do.stride(),

@@ -5,6 +5,7 @@ Launchers take tensors already brought to one layout by auggen.ops.elementwise; 
 
 import triton
 import triton.language as tl
+from auggen.kernels.triton.launch import on_device
 
 BLOCK = 1024
 MP_SILU_SCALE = 1.0 / 0.596
@@ -70,18 +71,21 @@ def mp_sum_coeffs(t: float) -> tuple[float, float]:
 
 
 def mp_silu_fwd(x, y):
-    _mp_silu_fwd_kernel[_grid(x.numel())](x, y, x.numel(), SCALE=MP_SILU_SCALE, BLOCK=BLOCK)
+    with on_device("mp_silu_fwd", x):
+        _mp_silu_fwd_kernel[_grid(x.numel())](x, y, x.numel(), SCALE=MP_SILU_SCALE, BLOCK=BLOCK)
 
 
 def mp_silu_bwd(g, x, gx):
     n = x.numel()
-    _mp_silu_bwd_kernel[_grid(n)](g, x, gx, n, SCALE=MP_SILU_SCALE, BLOCK=BLOCK)
+    with on_device("mp_silu_bwd", x):
+        _mp_silu_bwd_kernel[_grid(n)](g, x, gx, n, SCALE=MP_SILU_SCALE, BLOCK=BLOCK)
 
 
 def mp_sum_fwd(a, b, y, t: float, clamp: bool, clip: float):
     ca, cb = mp_sum_coeffs(t)
     n = a.numel()
-    _mp_sum_fwd_kernel[_grid(n)](a, b, y, n, ca, cb, float(clip), CLAMP=clamp, BLOCK=BLOCK)
+    with on_device("mp_sum_fwd", a):
+        _mp_sum_fwd_kernel[_grid(n)](a, b, y, n, ca, cb, float(clip), CLAMP=clamp, BLOCK=BLOCK)
 
 
 def mp_sum_bwd(g, a, b, ga, gb, t: float, clamp: bool, clip: float):
@@ -89,4 +93,7 @@ def mp_sum_bwd(g, a, b, ga, gb, t: float, clamp: bool, clip: float):
     n = g.numel()
     a = g if a is None else a  # unread when not clamping
     b = g if b is None else b
-    _mp_sum_bwd_kernel[_grid(n)](g, a, b, ga, gb, n, ca, cb, float(clip), CLAMP=clamp, BLOCK=BLOCK)
+    with on_device("mp_sum_bwd", g):
+        _mp_sum_bwd_kernel[_grid(n)](
+            g, a, b, ga, gb, n, ca, cb, float(clip), CLAMP=clamp, BLOCK=BLOCK
+        )

@@ -7,6 +7,7 @@ the S1 * S2 spatial positions once, writes dy and reduces dc without atomics.
 
 import triton
 import triton.language as tl
+from auggen.kernels.triton.launch import on_device
 
 MP_SILU_SCALE = 1.0 / 0.596
 
@@ -51,14 +52,16 @@ def _bwd_kernel(
 def modulated_mp_silu_fwd(y, c, out, N: int, S1: int, C: int, S2: int):
     total = y.numel()
     block = 1024
-    _fwd_kernel[(triton.cdiv(total, block),)](
-        y, c, out, total, S1, C, S2, SCALE=MP_SILU_SCALE, BLOCK=block
-    )
+    with on_device("modulated_mp_silu_fwd", y):
+        _fwd_kernel[(triton.cdiv(total, block),)](
+            y, c, out, total, S1, C, S2, SCALE=MP_SILU_SCALE, BLOCK=block
+        )
 
 
 def modulated_mp_silu_bwd(g, y, c, gy, gc, N: int, S1: int, C: int, S2: int):
     block_c = min(triton.next_power_of_2(C), 64)
     block_s = max(1, min(triton.next_power_of_2(S1 * S2), 4096 // block_c))
-    _bwd_kernel[(N, triton.cdiv(C, block_c))](
-        g, y, c, gy, gc, S1, C, S2, SCALE=MP_SILU_SCALE, BLOCK_S=block_s, BLOCK_C=block_c
-    )
+    with on_device("modulated_mp_silu_bwd", y):
+        _bwd_kernel[(N, triton.cdiv(C, block_c))](
+            g, y, c, gy, gc, S1, C, S2, SCALE=MP_SILU_SCALE, BLOCK_S=block_s, BLOCK_C=block_c
+        )

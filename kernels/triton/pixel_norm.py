@@ -9,6 +9,7 @@ Backward: dx = s g - s^2 x (g . x) / (C r), g = dn + ds * mp_silu'(n).
 
 import triton
 import triton.language as tl
+from auggen.kernels.triton.launch import on_device
 
 MP_SILU_SCALE = 1.0 / 0.596
 
@@ -136,16 +137,18 @@ def launch_config(outer: int, C: int, inner: int, warps: int = 4) -> tuple[tuple
 
 def pixel_norm_fwd(x, y, z, outer: int, C: int, inner: int, eps: float):
     grid, cfg = launch_config(outer, C, inner)
-    _pixel_norm_fwd_kernel[grid](
-        x, y, y if z is None else z, outer * inner, C, inner, eps=float(eps),
-        HAS_Z=z is not None, SCALE=MP_SILU_SCALE, **cfg,
-    )  # fmt: skip
+    with on_device("pixel_norm_fwd", x):
+        _pixel_norm_fwd_kernel[grid](
+            x, y, y if z is None else z, outer * inner, C, inner, eps=float(eps),
+            HAS_Z=z is not None, SCALE=MP_SILU_SCALE, **cfg,
+        )  # fmt: skip
 
 
 def pixel_norm_bwd(x, gy, gz, gx, outer: int, C: int, inner: int, eps: float):
     grid, cfg = launch_config(outer, C, inner, warps=8)
-    _pixel_norm_bwd_kernel[grid](
-        x, x if gy is None else gy, x if gz is None else gz, gx, outer * inner, C, inner,
-        eps=float(eps), HAS_GY=gy is not None, HAS_GZ=gz is not None, SCALE=MP_SILU_SCALE,
-        **cfg,
-    )  # fmt: skip
+    with on_device("pixel_norm_bwd", x):
+        _pixel_norm_bwd_kernel[grid](
+            x, x if gy is None else gy, x if gz is None else gz, gx, outer * inner, C, inner,
+            eps=float(eps), HAS_GY=gy is not None, HAS_GZ=gz is not None, SCALE=MP_SILU_SCALE,
+            **cfg,
+        )  # fmt: skip

@@ -1,9 +1,17 @@
 """Every compiled backend against the fp64 plain-PyTorch reference, forward and backward."""
 
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
 import pytest
 import torch
 
 from auggen import ops
+from auggen.ops import _backend, _selftest
 from auggen.ops._backend import cpu_ext
 from tests.ops._cases import OPS, compare, make_inputs
 
@@ -149,3 +157,207 @@ def test_triton_pixel_norm_column_tiles(shape):
     for op in ("pixel_norm", "pixel_norm_silu"):
         compare(op, "triton", shape, torch.float32)
         compare(op, "triton", shape, torch.bfloat16, layout="channels_last")
+
+
+# ---- self-test before a backend serves, fallback, fault injection ---------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def fresh_verdicts():
+    """This process forgets its self-test verdicts for the test, then gets them back."""
+    saved = dict(_backend._VERDICTS)
+    _backend._VERDICTS.clear()
+    yield _backend._VERDICTS
+    _backend._VERDICTS.clear()
+    _backend._VERDICTS.update(saved)
+
+
+def _counting(monkeypatch):
+    calls = []
+    real = _selftest.run_selftest
+
+    def counted(*args):
+        calls.append(args[:3])
+        return real(*args)
+
+    monkeypatch.setattr(_selftest, "run_selftest", counted)
+    return calls
+
+
+def test_selftest_runs_once_per_device_and_family(fresh_verdicts, monkeypatch):
+    calls = _counting(monkeypatch)
+    x = torch.randn(2, 4, 3, 3)
+    for _ in range(3):
+        ops.mp_silu(x)
+        ops.pixel_norm(x.bfloat16())
+        ops.mp_sum(x.half(), x.half())  # fp16 shares bf16's verdict
+    ops.mp_silu(x.double())  # fp64 runs the reference: nothing to test
+    assert [c[0] for c in calls] == ["cpu", "cpu"]
+    assert {c[2] for c in calls} == {torch.float32, torch.bfloat16}
+    report = ops.backend_report()
+    assert "cpu on cpu (fp32): passed its self-test (6 ops passed" in report
+    assert "cpu on cpu (fp16/bf16): passed" in report
+
+
+def test_selftest_is_thread_safe(fresh_verdicts, monkeypatch):
+    calls = _counting(monkeypatch)
+    x = torch.randn(2, 4, 3, 3)
+    want = ops.mp_silu(x, backend="reference")
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(ops.mp_silu(x))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1
+    for y in results:
+        torch.testing.assert_close(y, want)
+
+
+def test_mismatching_backend_is_dropped_with_one_warning(fresh_verdicts, monkeypatch):
+    """A CPU kernel that computes the wrong thing: the self-test catches it, the reference
+    serves, and asking for the backend by name says why it cannot."""
+    import auggen.ops.elementwise as ew
+
+    real = ew._launch
+
+    def broken(backend, name, *tensors, scalars=()):
+        real(backend, name, *tensors, scalars=scalars)
+        if backend == "cpu" and name == "mp_silu_fwd":
+            tensors[-1].mul_(1.01)  # a 1 % error in the output
+
+    monkeypatch.setattr(ew, "_launch", broken)
+    x = torch.randn(2, 4, 3, 3)
+    with pytest.warns(RuntimeWarning) as caught:
+        y = ops.mp_silu(x)
+        ops.mp_silu(x)
+    drops = [w for w in caught if "dropped" in str(w.message)]
+    assert len(drops) == 1
+    msg = str(drops[0].message)
+    assert "'cpu'" in msg and "mp_silu" in msg and "differs from the fp64 reference" in msg
+    assert torch.equal(y, ops.mp_silu(x, backend="reference"))
+    with pytest.raises(RuntimeError, match="'cpu' failed its self-test on cpu for fp32"):
+        ops.mp_silu(x, backend="cpu")
+    assert ops.pixel_norm(x.bfloat16()).dtype == torch.bfloat16  # the other family still runs
+    report = ops.backend_report()
+    assert "cpu on cpu (fp32): DROPPED: mp_silu failed its self-test" in report
+    assert "cpu on cpu (fp16/bf16): passed" in report
+
+
+def test_launch_error_is_named_in_the_verdict(fresh_verdicts, monkeypatch):
+    import auggen.ops.modulate as mod
+
+    def fails(backend, name, tensors, geom):
+        raise RuntimeError("auggen CUDA kernel modulated_mp_silu_fwd failed: boom (700)")
+
+    monkeypatch.setattr(mod, "_launch", fails)
+    with pytest.warns(RuntimeWarning, match="modulated_mp_silu failed its self-test: Runtime"):
+        ops.mp_silu(torch.randn(4))
+    (v,) = {v for v in fresh_verdicts.values()}
+    assert not v.ok and v.op == "modulated_mp_silu" and "boom (700)" in v.reason
+
+
+def test_compile_tracing_runs_no_selftest(fresh_verdicts, monkeypatch):
+    calls = _counting(monkeypatch)
+    fn = torch.compile(lambda t: ops.mp_silu(ops.pixel_norm(t)), fullgraph=True, backend="eager")
+    x = torch.randn(2, 4, 3, 3)
+    y = fn(x)
+    assert calls == [] and not fresh_verdicts
+    torch.testing.assert_close(y, ops.mp_silu(ops.pixel_norm(x)))
+    assert len(calls) == 1  # the first eager call tests
+
+
+def test_cuda_error_35_names_both_versions():
+    class FakeExt:
+        @staticmethod
+        def error_string(err):
+            return "CUDA driver version is insufficient for CUDA runtime version"
+
+        driver_version = staticmethod(lambda: 12040)
+        runtime_version = staticmethod(lambda: 13000)
+
+    with pytest.raises(RuntimeError) as info:
+        _backend.check_cuda(35, "mp_silu_fwd", ext=FakeExt)
+    msg = str(info.value)
+    assert "mp_silu_fwd" in msg and "(35)" in msg
+    assert "driver supports CUDA 12.4" in msg and "CUDA 13.0 runtime" in msg and "580" in msg
+    FakeExt.driver_version = staticmethod(lambda: 0)
+    with pytest.raises(RuntimeError, match="none \\(no driver found\\)"):
+        _backend.check_cuda(35, "mp_silu_fwd", ext=FakeExt)
+    _backend.check_cuda(0, "mp_silu_fwd", ext=FakeExt)  # success raises nothing
+
+
+def test_triton_sync_names_the_op(monkeypatch):
+    from auggen.kernels.triton import launch
+
+    def fault(device=None):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", fault)
+    with pytest.raises(RuntimeError, match="Triton kernel pixel_norm_fwd failed on cuda:1: CUDA"):
+        launch.sync("pixel_norm_fwd", torch.device("cuda:1"))
+    with launch.on_device("mp_silu_fwd", torch.zeros(1)):  # CPU tensors: no guard, no sync
+        pass
+
+
+_FAULT_SCRIPT = r"""
+import json, warnings, torch
+from auggen import ops
+warnings.simplefilter("always")
+x = torch.randn(2, 6, 5, 3, generator=torch.Generator().manual_seed(0))
+c = torch.rand(2, 6, generator=torch.Generator().manual_seed(1))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    got = [ops.mp_silu(x), ops.pixel_norm_silu(x)[1], ops.modulated_mp_silu(x, c),
+           ops.mp_sum_clamp(x, x.flip(0), 0.3, 1.0)]
+want = [ops.mp_silu(x, backend="reference"), ops.pixel_norm_silu(x, backend="reference")[1],
+        ops.modulated_mp_silu(x, c, backend="reference"),
+        ops.mp_sum_clamp(x, x.flip(0), 0.3, 1.0, backend="reference")]
+try:
+    ops.pixel_norm(x, backend="cpu")
+    explicit = "ran"
+except RuntimeError as e:
+    explicit = str(e)
+print(json.dumps(dict(
+    same=[bool(torch.equal(a, b)) for a, b in zip(got, want)],
+    close=[bool(torch.allclose(a, b, atol=1e-5)) for a, b in zip(got, want)],
+    warnings=[str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
+    explicit=explicit, report=ops.backend_report())))
+"""
+
+
+def _run_fault_script(**env):
+    full = {**os.environ, **env}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FAULT_SCRIPT], env=full, cwd=ROOT, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_fault_injection_falls_back_to_reference_with_one_warning():
+    out = _run_fault_script(AUGGEN_BACKEND_FAIL="cpu")
+    assert all(out["same"])  # the reference served: bit-identical to asking for it
+    (warning,) = out["warnings"]
+    assert "backend 'cpu' dropped on cpu for fp32" in warning and "mp_silu" in warning
+    assert "fault injection" in warning and "now use reference" in warning
+    assert "failed its self-test" in out["explicit"]
+    assert "cpu on cpu (fp32): DROPPED: mp_silu failed its self-test" in out["report"]
+    assert "AUGGEN_BACKEND_FAIL=cpu" in out["report"]
+
+
+def test_selftest_off_trusts_the_backend():
+    out = _run_fault_script(AUGGEN_BACKEND_FAIL="cpu", AUGGEN_BACKEND_SELFTEST="0")
+    assert all(out["close"]) and not out["warnings"] and out["explicit"] == "ran"
+    assert "trusted untested (AUGGEN_BACKEND_SELFTEST=0)" in out["report"]
+    assert "self-test: off" in out["report"]
