@@ -269,22 +269,27 @@ def read_recordio(
     return LabeledImages(x, y, names, scan.num_classes, {"skipped": skipped})
 
 
-def _write_insightface(rec: Path, labels: list[int], k: int, bodies) -> None:
+def _write_insightface(rec: Path, labels: list[int], k: int, bodies, all_ids=True) -> None:
     """Frame the insightface layout: meta record 0 = (a, b), image keys 1..n (``bodies``
-    yields each image's (flag, label, body) in label-grouped order), identity records a..b-1.
-    The .rec is streamed to a temporary file and renamed into place once complete."""
+    yields each image's (flag, label, body) in label-grouped order), identity records a..b-1,
+    each the [start, end) image keys of one identity: of every class 0..k-1 (``all_ids``), or
+    only of the classes present (a shard of a larger set: its size then follows its images,
+    not the set's class count). The .rec is streamed to a temporary file and renamed into
+    place once complete."""
     n = len(labels)
-    a, b = n + 1, n + 1 + k
-    starts = np.searchsorted(labels, np.arange(k + 1)) + 1  # image keys are 1-based
+    classes = np.arange(k) if all_ids else np.unique(np.asarray(labels, dtype=np.int64))
+    a, b = n + 1, n + 1 + len(classes)
+    starts = np.searchsorted(labels, classes) + 1  # image keys are 1-based
+    ends = np.searchsorted(labels, classes, side="right") + 1
 
     def payloads():
         yield 0, pack_payload(IRHeader(2, (a, b), 0, 1))
         for key, (flag, label, body) in enumerate(bodies, start=1):
             yield key, pack_payload(IRHeader(flag, label, key, 0), body)
-        for c in range(k):
+        for c in range(len(classes)):
             yield (
                 a + c,
-                pack_payload(IRHeader(2, (float(starts[c]), float(starts[c + 1])), a + c, 0)),
+                pack_payload(IRHeader(2, (float(starts[c]), float(ends[c])), a + c, 0)),
             )
 
     offset, lines = 0, []
@@ -303,11 +308,14 @@ def write_recordio(
     fmt: str = "jpeg",
     quality: int = 95,
     write_property: bool = True,
+    all_identities: bool = True,
 ) -> Path:
     """Write ``data`` as insightface train.rec/.idx + ``property``; returns the .rec path.
 
     Images are written grouped by label (stable), as JPEG quality 95 by default (what
-    insightface writes; ``fmt="png"`` for lossless), under the record-0 meta layout.
+    insightface writes; ``fmt="png"`` for lossless), under the record-0 meta layout, with one
+    identity record per class of ``data.num_classes`` or (``all_identities=False``, a shard)
+    per class present.
     """
     rec, _ = _paths(prefix_or_path)
     order = torch.argsort(data.labels, stable=True)
@@ -317,7 +325,7 @@ def write_recordio(
         (0, float(y), encode_image(data.images[i], fmt, quality))
         for i, y in zip(order.tolist(), labels)
     )
-    _write_insightface(rec, labels, k, bodies)
+    _write_insightface(rec, labels, k, bodies, all_identities)
     h, w = data.images.shape[-2:]
     if write_property:
         (rec.parent / "property").write_text(f"{k},{h},{w}")

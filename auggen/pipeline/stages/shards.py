@@ -26,9 +26,11 @@ def shard_done(prefix: Path) -> bool:
 
 
 def write_shard(prefix: Path, images, labels, num_classes: int, meta: dict) -> None:
-    """One shard: records in the given order (labels grouped), then its JSON sidecar."""
+    """One shard: records in the given order (labels grouped), then its JSON sidecar. Its
+    identity records cover the labels it holds, not all ``num_classes`` (which the view over
+    the shards keeps); shards written with one record per class still read the same."""
     data = LabeledImages(images, torch.as_tensor(labels), [], num_classes)
-    write_recordio(prefix, data, fmt=RECORD_FORMAT, write_property=False)
+    write_recordio(prefix, data, fmt=RECORD_FORMAT, write_property=False, all_identities=False)
     atomic_write_json(prefix.with_suffix(".json"), {"count": len(data), **meta})
 
 
