@@ -4,18 +4,33 @@ import pytest
 import torch
 
 # Triton kernels run on the CPU through the interpreter when there is no GPU; the
-# variable must be set before triton is first imported.
+# variable must be set before triton is first imported. On a GPU machine it stays unset (it
+# would interpret the GPU kernels too), so tests marked ``triton_cpu`` skip there unless the
+# run sets TRITON_INTERPRET=1 itself; the GPU tests cover the Triton kernels on that machine.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "triton_cpu: runs Triton kernels on CPU tensors (needs TRITON_INTERPRET=1)"
+    )
+
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_interp = pytest.mark.skip(
+        reason="Triton on CPU tensors needs TRITON_INTERPRET=1, left unset on a GPU machine "
+        "(it would interpret the GPU kernels too); the gpu tests cover Triton here"
+    )
+    has_gpu = torch.cuda.is_available()
     for item in items:
-        if "gpu" in item.keywords:
+        if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
+        if "triton_cpu" in item.keywords and not TRITON_ON_CPU:
+            item.add_marker(skip_interp)
 
 
 @pytest.fixture

@@ -369,7 +369,7 @@ def check_cuda(err: int, op: str = "", ext=None) -> None:
     if err == 0:
         return
     ext = ext or cuda_ext
-    msg = f"auggen CUDA kernel {op or '(unnamed)'} failed: {ext.error_string(err)} ({err})"
+    msg = f"auggen CUDA kernel failed ({op or 'unnamed'}): {ext.error_string(err)} ({err})"
     if err == CUDA_ERROR_INSUFFICIENT_DRIVER and hasattr(ext, "driver_version"):
         msg += f": {driver_words(ext)}"
     raise RuntimeError(msg)

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -175,10 +176,17 @@ def _check_shared(out_root: Path, lock_text: str) -> None:
         )
 
 
+def _backend_line() -> str:
+    """``auggen.ops`` backend choices and self-test verdicts, once a stage has used the ops."""
+    backend = sys.modules.get("auggen.ops._backend")
+    return backend.backend_line() if backend is not None and backend.backend_choices() else ""
+
+
 def _run_locked(cfg, out_root: Path, registry, selected, forced, log, leader) -> dict[str, str]:
     device = getattr(cfg, "device", "cpu")
     current: dict[str, bool] = {}
     status: dict[str, str] = {}
+    shown: dict[str, str] = {}
     for name, stage in registry.items():
         out_dir = out_root / name
         missing = [d for d in stage.needs if not current.get(d)]
@@ -245,6 +253,10 @@ def _run_locked(cfg, out_root: Path, registry, selected, forced, log, leader) ->
             if keep_finished:
                 _replace_finished(out_dir, work, backup, keep_old=state == "stale")
             log(f"[{name}] finished in {wall:.1f} s")
+            backends = _backend_line()
+            if backends and backends != shown.get("backends"):
+                log(f"[{name}] {backends}")  # what served the fused ops, once per change
+                shown["backends"] = backends
             status[name] = "ran"
         current[name] = True
     return status

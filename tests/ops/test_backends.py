@@ -28,7 +28,10 @@ def isa(request):
     cpu_ext.set_isa("auto")
 
 
-needs_triton = pytest.mark.skipif("triton" not in ops.backends(), reason="triton unavailable")
+def needs_triton(test):
+    """Triton kernels on CPU tensors, through the interpreter (conftest: ``triton_cpu``)."""
+    no_triton = pytest.mark.skipif("triton" not in ops.backends(), reason="triton unavailable")
+    return pytest.mark.triton_cpu(no_triton(test))
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=str)
@@ -288,7 +291,7 @@ def test_cuda_error_35_names_both_versions():
     with pytest.raises(RuntimeError) as info:
         _backend.check_cuda(35, "mp_silu_fwd", ext=FakeExt)
     msg = str(info.value)
-    assert "mp_silu_fwd" in msg and "(35)" in msg
+    assert "CUDA kernel failed (mp_silu_fwd)" in msg and "(35)" in msg
     assert "driver supports CUDA 12.4" in msg and "CUDA 13.0 runtime" in msg and "580" in msg
     FakeExt.driver_version = staticmethod(lambda: 0)
     with pytest.raises(RuntimeError, match="none \\(no driver found\\)"):
@@ -361,3 +364,26 @@ def test_selftest_off_trusts_the_backend():
     assert all(out["close"]) and not out["warnings"] and out["explicit"] == "ran"
     assert "trusted untested (AUGGEN_BACKEND_SELFTEST=0)" in out["report"]
     assert "self-test: off" in out["report"]
+
+
+def test_pipeline_log_names_the_backends(tmp_path, fresh_verdicts):
+    from dataclasses import dataclass
+
+    from auggen.pipeline.driver import run_pipeline
+    from auggen.pipeline.stage import Stage
+
+    @dataclass(frozen=True)
+    class Cfg:
+        device: str = "cpu"
+
+    def uses_ops(cfg, in_dirs, out_dir):
+        ops.mp_silu(torch.randn(2, 3))
+
+    def plain(cfg, in_dirs, out_dir):
+        pass
+
+    reg = {"a": Stage("a", uses_ops, (), ()), "b": Stage("b", plain, ("a",), ())}
+    lines = []
+    run_pipeline(Cfg(), tmp_path, reg, log=lines.append)
+    noted = [s for s in lines if "ops backends:" in s]
+    assert noted == ["[a] ops backends: cpu@cpu fp32 ok"]  # once, after the stage that used them

@@ -133,6 +133,7 @@ def test_cuda_launch_error_becomes_runtime_error():
 
 
 @pytest.mark.skipif("triton" not in ops.backends(), reason="triton unavailable")
+@pytest.mark.triton_cpu
 def test_opcheck_triton_backend():
     x, c = _x(2, 5, 3, 4), _x(2, 5)
     torch.library.opcheck(torch.ops.auggen.pixel_norm_silu.default, (x, 1, 1e-4, "triton"))

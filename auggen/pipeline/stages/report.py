@@ -10,6 +10,7 @@ from pathlib import Path
 
 from auggen.data.index import open_index
 from auggen.files import atomic_write_json
+from auggen.ops._backend import backend_line
 from auggen.pipeline import feature_distances as fdkd
 from auggen.pipeline.figures import pyplot, save_figure
 from auggen.pipeline.labelled_montage import save_labelled_montage
@@ -336,6 +337,8 @@ def run(cfg, in_dirs, out_dir) -> None:
         f"Generator {cfg.gen.preset} at {cfg.gen.resolution} px; FR {cfg.fr.backbone} "
         f"(width {cfg.fr.width}) + {cfg.fr.head} at {cfg.fr.input_size} px, "
         f"{cfg.fr.epochs} epochs; seeds {list(cfg.seeds)}; device {cfg.device}.",
+        f"Fused ops in the report's process: {backend_line()} (the pipeline log names them "
+        "after each stage that used them).",
         *split_notes(split),
         "",
         "## Results (mean ± std over FR seeds, %)",
