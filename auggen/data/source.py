@@ -52,12 +52,19 @@ class ImageSource:
     def describe(self) -> dict:
         raise NotImplementedError
 
-    def to_images(self, batch: int = 256) -> LabeledImages:
-        """Everything decoded in memory (only for small sets: figures, tests)."""
-        parts = [self.read(range(s, min(s + batch, len(self)))) for s in range(0, len(self), batch)]
-        images = torch.cat(parts) if parts else self.read([])
-        names = [self.name(i) for i in range(len(self))]
-        return LabeledImages(images, self.labels.clone(), names, self.num_classes)
+    def to_images(self, batch: int = 256, names: bool = True) -> LabeledImages:
+        """Everything decoded in memory (only for small sets: figures, tests, the trainers'
+        ``in_memory_if_small``): one uint8 tensor filled a batch at a time, so the peak is
+        the set's pixels once (a list of batches joined by ``cat`` held them twice).
+        ``names=False``: no per-image name strings."""
+        images = torch.empty(len(self), 3, self.size, self.size, dtype=torch.uint8)
+        for s in range(0, len(self), batch):
+            part = self.read(range(s, min(s + batch, len(self))))
+            if s == 0 and tuple(part.shape[1:]) != tuple(images.shape[1:]):
+                images = torch.empty(len(self), *part.shape[1:], dtype=torch.uint8)
+            images[s : s + len(part)] = part
+        listed = [self.name(i) for i in range(len(self))] if names else []
+        return LabeledImages(images, self.labels.clone(), listed, self.num_classes)
 
 
 def _as_index(indices, n: int) -> np.ndarray:
@@ -68,7 +75,10 @@ def _as_index(indices, n: int) -> np.ndarray:
 
 
 class TensorSource(ImageSource):
-    def __init__(self, data: LabeledImages, size: int | None = None):
+    """Images held in memory. ``names_from``: a source whose ``name(i)`` names image i (a set
+    held by ``in_memory_if_small`` keeps no per-image strings of its own)."""
+
+    def __init__(self, data: LabeledImages, size: int | None = None, names_from=None):
         from auggen.data.image_codec import resize_images
 
         images = data.images
@@ -77,6 +87,7 @@ class TensorSource(ImageSource):
             images = resize_images(images, self.size)
         self.images, self.labels = images, data.labels.long()
         self.names, self.num_classes = list(data.names), int(data.num_classes)
+        self.names_from = names_from
 
     def read(self, indices) -> torch.Tensor:
         return self.images[torch.from_numpy(_as_index(indices, len(self)))]
@@ -85,7 +96,9 @@ class TensorSource(ImageSource):
         return self.images[i]
 
     def name(self, i: int) -> str:
-        return self.names[i] if self.names else str(i)
+        if self.names:
+            return self.names[i]
+        return self.names_from.name(i) if self.names_from is not None else str(i)
 
     def describe(self) -> dict:
         raise TypeError("an in-memory TensorSource has no file to describe; save it first")
@@ -263,7 +276,7 @@ def in_memory_if_small(src: ImageSource, limit: int = SMALL_SET_BYTES) -> ImageS
     are. The pixels are the same either way."""
     if isinstance(src, TensorSource) or len(src) * 3 * src.size**2 > limit:
         return src
-    return TensorSource(src.to_images())
+    return TensorSource(src.to_images(names=False), names_from=src)
 
 
 def as_source(data, size: int | None = None) -> ImageSource:

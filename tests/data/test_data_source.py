@@ -127,6 +127,14 @@ def test_small_sets_are_held_in_memory_with_the_same_pixels(tmp_path):
     held = in_memory_if_small(src)
     assert isinstance(held, TensorSource) and torch.equal(held.read(range(12)), whole.images)
     assert in_memory_if_small(src, limit=12 * 3 * 16 * 16 - 1) is src  # too big: streamed
+    assert held.names == [] and [held.name(i) for i in range(12)] == [
+        src.name(i) for i in range(12)
+    ]  # names come from the source, no per-image strings are held
+    # Filled a batch at a time (odd batch sizes, a last short batch): the same as one read.
+    for batch in (1, 5, 12, 100):
+        got = src.to_images(batch=batch, names=False)
+        assert torch.equal(got.images, whole.images) and got.names == []
+    assert src.to_images(batch=5).names == [src.name(i) for i in range(12)]
 
 
 def _mapped_rss_kb(path) -> int | None:
