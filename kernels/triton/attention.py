@@ -329,13 +329,18 @@ def _fit(cands: list[dict], length: int | None) -> list[dict]:
     return kept or cands[-1:]
 
 
-_CHOSEN: dict[tuple, dict] = {}  # (kernel, L, D, dtypes, precision, device) -> config
+_CHOSEN: dict[tuple, dict] = {}  # (kernel, L, D, dtypes, precision, device, N * H) -> config
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _tune(kernel, run_one, configs) -> dict:
     """The fastest of ``configs`` on this GPU (a few timed launches each); one that does not
-    fit (out of shared memory) is skipped. Inside CUDA graph capture: the first that fits."""
-    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+    fit (out of shared memory) is skipped. Inside CUDA graph capture (no timing possible):
+    the first that fits."""
+    capturing = _capturing()
     best, best_ms = None, float("inf")
     for cfg in configs:
         try:
@@ -361,9 +366,14 @@ def _launch(kernel, grid_dim: str, length: int, bh: int, args, consts, configs, 
 
     if len(configs) == 1:
         return run_one(configs[0])
-    if key not in _CHOSEN:  # tuning launches write the same outputs: harmless repeats
-        _CHOSEN[key] = _tune(kernel, run_one, configs)
-    run_one(_CHOSEN[key])
+    key = (*key, bh)  # the best tile depends on how many programs fill the GPU
+    if key in _CHOSEN:
+        return run_one(_CHOSEN[key])
+    cfg = _tune(kernel, run_one, configs)  # its launches write the same outputs: harmless
+    if _capturing():  # chosen untimed, not kept; its launch in _tune was the last one
+        return None
+    _CHOSEN[key] = cfg
+    run_one(cfg)
 
 
 def _scales(d: int) -> tuple[float, float, float]:
