@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from auggen.generator.layers import inference_weights
+from auggen.generator.score_mix import check_score_mix, score_mixed
 
 SOLVERS = ("heun", "euler")
 
@@ -128,6 +129,7 @@ def sample(
     channels_last: bool = False,
     compile: bool = False,
     clip: bool = True,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample (M, C, H, W) float images in [-1, 1] for condition vectors (M, label_dim).
 
@@ -135,11 +137,17 @@ def sample(
     "euler"`` takes N. ``guidance`` != 1 uses ``gnet`` (autoguidance) or, without one, the same
     net with zero conditions (classifier-free guidance). ``autocast`` runs the net in bf16;
     ``compile`` wraps the denoiser in ``torch.compile(mode="reduce-overhead")`` (CUDA graphs
-    on CUDA). ``clip=False`` returns the raw ODE solution (for analytic tests).
+    on CUDA). ``clip=False`` returns the raw ODE solution (for analytic tests). ``weights``
+    (M, k), convex: score mixing (``auggen.generator.score_mix``) of ``conditions`` (M, k,
+    label_dim), one network call per evaluation on ``k x`` the batch.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    conditions, seeds = _check_inputs(net, conditions, seeds)
+    if weights is None:
+        conditions, seeds = _check_inputs(net, conditions, seeds)
+    else:
+        conditions, weights = check_score_mix(conditions, weights, net.label_dim)
+        seeds = _check_inputs(net, conditions[:, 0], seeds)[1]
     if gnet is not None and getattr(gnet, "label_dim", net.label_dim) != net.label_dim:
         raise ValueError(f"gnet.label_dim must equal net.label_dim={net.label_dim}")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -152,6 +160,8 @@ def sample(
         net = torch.compile(net, mode="reduce-overhead")
         gnet = torch.compile(gnet, mode="reduce-overhead") if gnet is not None else None
     denoise = _guided(net, gnet, float(guidance))
+    if weights is not None:
+        denoise = score_mixed(denoise)
     ctx = (
         torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     )
@@ -175,6 +185,8 @@ def sample(
             baked.enter_context(inference_weights(mod, wdtype))
         for lo in tqdm(starts, total=len(starts), disable=not progress, desc="sample"):
             cond = conditions[lo : lo + bs].to(device)
+            if weights is not None:
+                cond = (cond, weights[lo : lo + bs].to(device))
             noise = pending.result()
             if lo + bs < m:
                 pending = prefetch.submit(initial_noise, seeds[lo + bs : lo + 2 * bs], shape)

@@ -73,6 +73,12 @@ class GenerateConfig:
     seed: int = 2
     sources: int = 2  # classes mixed per new identity: 2 (the paper) or k >= 3 (Dirichlet)
     concentration: float = 1.0  # Dirichlet concentration of the k-class weights
+    # Beyond the paper (ScoreMix, arXiv 2506.10226); at their defaults in no fingerprint:
+    mix: str = "condition"  # condition: G(alpha c_i + beta c_j) | score: mix D(x; c_m) outputs
+    weights: tuple[float, ...] = ()  # mix=score, convex; (): 0.5/0.5, Dirichlet for k >= 3
+    pairs: str = "random"  # random | far | near (M_orig centroids) | cond-far | cond-near (G)
+    max_uses_per_identity: int = 0  # far/near: new identities per source class; 0: auto
+    run_grid: bool = False  # mix=score: still run the (alpha, beta) grid search (reported only)
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,9 @@ class PipelineConfig:
             raise ValueError(f"generate.sources must be >= 2, got {g.sources}")
         if g.concentration <= 0:
             raise ValueError(f"generate.concentration must be > 0, got {g.concentration}")
+        from auggen.mixing.choice import check_generate
+
+        check_generate(g)
         for name in ("new_identities", "images_per_identity", "shard_identities"):
             if getattr(g, name) < 1:
                 raise ValueError(f"generate.{name} must be >= 1, got {getattr(g, name)}")

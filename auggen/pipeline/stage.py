@@ -71,7 +71,16 @@ RUNTIME_KEYS = {
 
 # Settings added later, left out of fingerprints at these values so that older runs keep
 # theirs (data.unseen_auto only acts where its absence was an error).
-LATER_KEYS = {"data": {"unseen_auto": True}}
+LATER_KEYS = {
+    "data": {"unseen_auto": True},
+    "generate": {  # ScoreMix and pair selection (stages/generate.py)
+        "mix": "condition",
+        "weights": [],
+        "pairs": "random",
+        "max_uses_per_identity": 0,
+        "run_grid": False,
+    },
+}
 
 
 def _section(cfg, key: str):

@@ -54,6 +54,7 @@ STAGES: dict[str, Stage] = {
         ("data", "train_gen", "train_fr"),
         ("sample", "grid", "embed"),
         "grid search over (alpha, beta)",
+        inputs=grid.inputs,  # a search skipped for generate.mix=score
     ),
     "generate": Stage(
         "generate",

@@ -46,16 +46,21 @@ def load_gen(in_dirs, device: str):
     return load_generator(Path(in_dirs["train_gen"]) / "model", device=device)
 
 
-def sampler(net, cfg):
-    """(conditions (M, L), seeds (M,)) -> uint8 images (M, 3, R, R) through the Heun sampler."""
+def sampler(net, cfg, sources: int = 1):
+    """(conditions (M, L), seeds (M,)) -> uint8 images (M, 3, R, R) through the Heun sampler.
+
+    ``sources`` = k > 1: score mixing, conditions (M, k, L) with convex weights (M, k); the
+    batch holds 1/k the images, so a network call keeps its size.
+    """
     from auggen.generator.sample import auto_batch_size, sample, to_uint8
     from auggen.runtime import use_bf16
 
     s = cfg.sample
     bf16 = use_bf16(s.precision, cfg.device)
     batch = s.batch_size or auto_batch_size(net, cfg.device, autocast=bf16)
+    batch = max(1, batch // sources)
 
-    def sample_fn(conditions: torch.Tensor, seeds) -> torch.Tensor:
+    def sample_fn(conditions: torch.Tensor, seeds, weights=None) -> torch.Tensor:
         x = sample(
             net,
             conditions,
@@ -68,6 +73,7 @@ def sampler(net, cfg):
             batch_size=batch,
             solver=s.solver,
             autocast=bf16,
+            weights=weights,
         )
         return to_uint8(x)
 

@@ -2,7 +2,12 @@
 
 Identity n (label N_orig + n) mixes a random pair of distinct classes (i, j) as
 ``alpha* c_i + beta* c_j`` (or, with ``generate.sources`` = k >= 3, k classes with Dirichlet
-weights scaled to alpha* + beta*); its K images use seeds ``seed * 10^6 + n K + k``. Work is
+weights scaled to alpha* + beta*); its K images use seeds ``seed * 10^6 + n K + k``. Beyond
+the paper, ``generate.mix=score`` mixes the denoiser outputs of the one-hot sources instead
+(ScoreMix, convex weights), and ``generate.pairs`` picks far / near sources by M_orig's
+class centroids or G's label embeddings (``auggen.mixing.choice``); ``pairs.json`` holds the
+Spearman correlation of the two distances over class pairs, ``pair_distances.png`` the
+distances of the pairs used. Work is
 sharded by identity: ``shards/shardNNNNN.rec`` (insightface RecordIO, PNG records) + ``.json``
 (its manifest rows, written last), so a killed run resumes at the first unfinished shard and
 reproduces the same images. Under torchrun shard s goes to rank s mod K; the shards are the
@@ -23,11 +28,19 @@ from tqdm.auto import tqdm
 from auggen import runtime
 from auggen.faults import fault_point
 from auggen.files import read_json
-from auggen.mixing import sample_pairs
+from auggen.mixing.choice import (
+    cap_of,
+    identity_conditions,
+    identity_sources,
+    score_conditions,
+)
+from auggen.mixing.pairs import distance_correlation, group_distance
+from auggen.mixing.search import class_centroids, l2_normalize
 from auggen.pipeline.leakage import leakage_audit
 from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
+    embed_source,
     embedder,
     load_gen,
     open_data,
@@ -36,38 +49,35 @@ from auggen.pipeline.stages.common import (
 from auggen.pipeline.stages.shards import export_png, index_shards, shard_done, write_shard
 from auggen.pipeline.store import write_csv
 
+__all__ = ["identity_conditions", "identity_sources", "run"]
 
-def mixing_weights(cfg, in_dirs) -> tuple[float, float, str]:
+
+def mixing_weights(cfg, in_dirs) -> tuple[float | None, float | None, str]:
     g = cfg.generate
+    if g.mix == "score":
+        return None, None, "score mixing (no grid search)"
     if g.alpha is not None:
         return g.alpha, g.beta, "generate.alpha/beta (config)"
     best = read_json(in_dirs["grid"] / "best.json")
     return best["alpha"], best["beta"], "grid search best.json"
 
 
-def identity_sources(g, n_orig: int, alpha: float, beta: float):
-    """(sources (N, k) int64, weights (N, k)) of the N new identities.
-
-    k = 2 (the paper): a random pair (i, j) with weights (alpha*, beta*). k >= 3
-    (``generate.sources``, beyond the paper): k distinct random classes whose weights are
-    Dirichlet(``generate.concentration``) scaled to alpha* + beta*, so the condition keeps
-    the mass of the chosen grid cell. One condition per identity, shared by its K images.
-    """
-    if g.sources == 2:
-        pairs = sample_pairs(n_orig, g.new_identities, seed=g.seed)
-        return pairs, torch.tensor([[alpha, beta]]).expand(len(pairs), 2)
-    if g.sources > n_orig:
-        raise ValueError(f"generate.sources={g.sources} exceeds the {n_orig} original identities")
-    rng = np.random.default_rng(g.seed)
-    picks = [rng.choice(n_orig, size=g.sources, replace=False) for _ in range(g.new_identities)]
-    w = rng.dirichlet([g.concentration] * g.sources, size=g.new_identities)
-    return torch.from_numpy(np.stack(picks)).long(), torch.from_numpy(w).float() * (alpha + beta)
+def condition_embeddings(net) -> torch.Tensor:
+    """(label_dim, C) G's learned class embeddings: the columns of its label layer's weight
+    as the network applies it (normalised per output channel, EDM2 Eq. 46-47)."""
+    layer = net.unet.emb_label
+    return layer.inference_weight(torch.float32).detach().reshape(layer.out_channels, -1).T.cpu()
 
 
-def identity_conditions(sources, weights, label_dim: int) -> torch.Tensor:
-    """(N, label_dim) condition vectors: ``sum_m weights[n, m] * onehot(sources[n, m])``."""
-    cond = torch.zeros(len(sources), label_dim)
-    return cond.scatter_add_(1, sources, weights.float())
+def class_vectors(cfg, in_dirs, real, net) -> dict[str, torch.Tensor]:
+    """Unit class vectors: M_orig's centroids of its flip-fused unit embeddings of D_orig
+    (``embed``) and G's label embeddings (``cond``); every rank takes part in the former."""
+    embed = embedder(m_orig(cfg, in_dirs), cfg)
+    feats = embed_source(embed, real, cfg.embed.batch_size, split=True)
+    return {
+        "embed": class_centroids(feats, real.labels, real.num_classes),
+        "cond": l2_normalize(condition_embeddings(net)[: real.num_classes]),
+    }
 
 
 def image_names(manifest: list[dict], num_classes: int) -> list[str]:
@@ -89,9 +99,15 @@ def run(cfg, in_dirs, out_dir) -> None:
     total = n_orig + g.new_identities
     alpha, beta, origin = mixing_weights(cfg, in_dirs)
     net = load_gen(in_dirs, cfg.device)
-    sample_fn = sampler(net, cfg)
-    sources, weights = identity_sources(g, n_orig, alpha, beta)
-    cond_of = identity_conditions(sources, weights, net.label_dim)
+    sample_fn = sampler(net, cfg, sources=g.sources if g.mix == "score" else 1)
+    vectors = class_vectors(cfg, in_dirs, real, net)
+    rule = vectors["cond" if g.pairs.startswith("cond-") else "embed"]
+    sources, weights = identity_sources(g, n_orig, alpha, beta, rule)
+    dist = {n: group_distance(v, sources) for n, v in vectors.items()}
+    if g.mix == "score":
+        cond_of = score_conditions(sources, net.label_dim)
+    else:
+        cond_of = identity_conditions(sources, weights, net.label_dim)
     k, per = g.images_per_identity, g.shard_identities
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(exist_ok=True)
@@ -104,7 +120,7 @@ def run(cfg, in_dirs, out_dir) -> None:
         cond = cond_of[rows]
         seeds = g.seed * 1_000_000 + rows * k + torch.arange(len(rows)) % k
         t0 = time.perf_counter()
-        images = sample_fn(cond, seeds)
+        images = sample_fn(cond, seeds, weights[rows] if g.mix == "score" else None)
         sample_s = time.perf_counter() - t0
         manifest = [
             {
@@ -114,8 +130,12 @@ def run(cfg, in_dirs, out_dir) -> None:
                 "source_j": int(sources[n, 1]),
                 "sources": ";".join(str(int(c)) for c in sources[n]),
                 "weights": ";".join(f"{float(w):.6g}" for w in weights[n]),
-                "alpha": alpha,
-                "beta": beta,
+                "alpha": alpha if alpha is not None else "",
+                "beta": beta if beta is not None else "",
+                "mix": g.mix,
+                "pairs": g.pairs,
+                "embed_distance": round(float(dist["embed"][n]), 6),
+                "cond_distance": round(float(dist["cond"][n]), 6),
                 "seed": int(sd),
                 "record": f"shards/{prefixes[s].name}.rec:{key}",
             }
@@ -132,10 +152,11 @@ def run(cfg, in_dirs, out_dir) -> None:
         fault_point("generate", s)
     runtime.barrier("generate: every rank's shards written")
     if runtime.current().is_main:  # the rest reads all shards once: rank 0 alone
-        _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin)
+        mix = {"weights": weights, "dist": dist, "vectors": vectors}
+        _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin, mix)
 
 
-def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin) -> None:
+def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin, mix) -> None:
     """The view over the shards, the manifest, exports and the leakage audit."""
     g, k = cfg.generate, cfg.generate.images_per_identity
     real = open_data(in_dirs)
@@ -152,8 +173,14 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin)
             "new_identities": g.new_identities,
             "label_offset": n_orig,
             "images_per_identity": k,
+            "mix": g.mix,
+            "pairs": g.pairs,
+            "sources": g.sources,
+            # mix=score: each identity's convex weights (one row when all share them)
+            "weights": _weights_summary(mix["weights"]) if g.mix == "score" else None,
         },
     )
+    _pair_outputs(out_dir, g, mix)
     sample_s = sum(sc.get("sample_s", 0.0) for sc in sidecars)
     write_json(
         out_dir / "stats.json",
@@ -163,6 +190,7 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin)
             "images_per_s": len(aug) / sample_s if sample_s > 0 else None,
             "sampler_steps": cfg.sample.num_steps,
             "solver": cfg.sample.solver,
+            "denoiser_evaluations": len(aug) * denoiser_rows_per_image(cfg),
         },
     )
     _export(prefixes, out_dir, g)
@@ -180,6 +208,64 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin)
         batch_size=cfg.embed.batch_size,
         num_workers=cfg.data.workers,
     )
+
+
+def denoiser_rows_per_image(cfg) -> int:
+    """Network rows one D_aug image costs: 2N - 1 Heun (N Euler) evaluations, x k sources
+    with score mixing, x 2 with classifier-free guidance (one doubled batch)."""
+    s, g = cfg.sample, cfg.generate
+    evals = 2 * s.num_steps - 1 if s.solver == "heun" else s.num_steps
+    return evals * (g.sources if g.mix == "score" else 1) * (2 if s.guidance != 1.0 else 1)
+
+
+def _weights_summary(w: torch.Tensor) -> list:
+    rows = [[round(float(v), 6) for v in r] for r in w]
+    return rows[0] if all(r == rows[0] for r in rows) else rows
+
+
+def _pair_outputs(out_dir, g, mix) -> None:
+    """pairs.json (rule, cap, distances used, Spearman rho over all class pairs) and the
+    histogram of the distances of the pairs used."""
+    vec, dist = mix["vectors"], mix["dist"]
+    corr = distance_correlation(vec["embed"], vec["cond"])
+    summary = {
+        "rule": g.pairs,
+        "max_uses_per_identity": cap_of(g, len(vec["embed"])) if g.pairs != "random" else None,
+        **{
+            f"{name}_distance": {
+                "mean": float(d.mean()),
+                "min": float(d.min()),
+                "max": float(d.max()),
+            }
+            for name, d in dist.items()
+        },
+        "embed_vs_cond": corr,
+    }
+    write_json(out_dir / "pairs.json", summary)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, name, label in zip(
+        axes, ("embed", "cond"), ("M_orig centroids", "G's class embeddings")
+    ):
+        n = len(vec[name])
+        i, j = np.triu_indices(n, k=1)
+        if len(i) > 200_000:
+            pick = np.random.default_rng(0).choice(len(i), 200_000, replace=False)
+            i, j = i[pick], j[pick]
+        v = vec[name].double()
+        every = 1.0 - (v[i] * v[j]).sum(1)
+        ax.hist(every.numpy(), bins=40, density=True, alpha=0.5, label="all class pairs")
+        ax.hist(dist[name].numpy(), bins=20, density=True, alpha=0.7, label=f"used ({g.pairs})")
+        ax.set_xlabel(f"cosine distance, {label}")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Source distances of D_aug; Spearman rho = {corr['spearman_rho']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out_dir / "pair_distances.png", dpi=100)
+    plt.close(fig)
 
 
 def _export(prefixes, out_dir, g) -> None:

@@ -4,6 +4,10 @@ Rows of the grid are split across torchrun ranks (``rows/``: one file per finish
 unit of resume); M_orig's embeddings of D_orig are split by blocks and gathered. Rank 0
 writes grid.csv, heatmap.png (m_s, m_d, m_total), best.json, preview.png (pair 0, sample 0
 across the grid, its two sources on the left) and stats.json (images/s, seconds per cell).
+
+With ``generate.mix=score`` (ScoreMix needs no (alpha, beta)) the stage searches nothing and
+writes ``skipped.json``, unless ``generate.run_grid`` asks for the search; ``inputs`` puts
+the skip in the fingerprint, so a skipped grid is never taken for a finished search.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from auggen import runtime
 from auggen.faults import fault_point
 from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
+from auggen.mixing.choice import grid_skipped
 from auggen.pipeline.figures import montage, save_png
 from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
@@ -26,8 +31,20 @@ from auggen.pipeline.stages.common import (
     sampler,
 )
 
+SKIPPED = "skipped.json"
+
+
+def inputs(cfg):
+    """The stage's fingerprint extra: only a skipped search has one (None keeps old runs')."""
+    return {"grid": "skipped: generate.mix=score"} if grid_skipped(cfg) else None
+
 
 def run(cfg, in_dirs, out_dir) -> None:
+    if grid_skipped(cfg):
+        if runtime.current().is_main:
+            why = "generate.mix=score mixes denoiser outputs with convex weights: no search"
+            write_json(out_dir / SKIPPED, {"skipped": True, "why": why})
+        return
     real = open_data(in_dirs)
     embed = embedder(m_orig(cfg, in_dirs), cfg)
     net = load_gen(in_dirs, cfg.device)

@@ -16,6 +16,7 @@ from auggen.pipeline.figures import pyplot, save_figure
 from auggen.pipeline.labelled_montage import save_labelled_montage
 from auggen.pipeline.stages.common import fr_run_dir
 from auggen.pipeline.stages.evaluate import MODEL_LABELS
+from auggen.pipeline.stages.mix_report import grid_lines, method_lines, mix_label
 from auggen.pipeline.store import read_csv
 
 STAGE_ORDER = (
@@ -33,10 +34,6 @@ STAGE_ORDER = (
 
 def _read(path: Path):
     return json.loads(Path(path).read_text())
-
-
-def _rate(x) -> str:
-    return f"{x:.2f} images/s" if x else "n/a (resumed, nothing sampled in the last attempt)"
 
 
 def _pct(x: float) -> str:
@@ -202,11 +199,11 @@ def mixes_figure(root: Path, out: Path, n_examples: int, per: int) -> bool:
         src = resize_images(real.read([_first(real, i), _first(real, j)]), size)
         gen = aug.read((aug.labels == lab).nonzero().flatten()[:per])
         rows.append([src[0], *gen, src[1]])
-        a, b = float(r["alpha"]), float(r["beta"])
-        labels.append(f"new id {lab}\ni = {i}, j = {j}\nα = {a:g}, β = {b:g}")
+        labels.append(f"new id {lab}\ni = {i}, j = {j}\n{mix_label(r)}")
         if len(rows) == n_examples:
             break
-    cols = ["real i", *["α·c_i + β·c_j"] * per, "real j"]
+    score = manifest and manifest[0].get("mix") == "score"
+    cols = ["real i", *["Σ w·D(x; c)" if score else "α·c_i + β·c_j"] * per, "real j"]
     save_labelled_montage(rows, labels, cols, out / "mixes.png")
     return True
 
@@ -312,10 +309,8 @@ def run(cfg, in_dirs, out_dir) -> None:
     variants = ["baseline", *cfg.train_mix.variants]
     metric_rows = read_csv(root / "evaluate" / "metrics.csv")
     table, verdicts = results_table(summary, variants, metric_rows)
-    best = _read(root / "grid" / "best.json")
     mixing = _read(root / "generate" / "mixing.json")
     leak = _read(root / "generate" / "leakage.json")
-    grid_stats = _read(root / "grid" / "stats.json")
     for name in ("heatmap.png", "preview.png"):
         if (root / "grid" / name).exists():
             shutil.copy(root / "grid" / name, out_dir / f"grid_{name}")
@@ -325,8 +320,10 @@ def run(cfg, in_dirs, out_dir) -> None:
     curves_figure(cfg, root, out_dir)
     dist = fdkd.distances(fdkd.set_features(cfg, in_dirs))
     atomic_write_json(out_dir / "feature_distances.json", dist)
-    scores = fdkd.mix_scores(read_csv(root / "grid" / "grid.csv"), mixing["alpha"], mixing["beta"])
-    g = cfg.grid
+    grid_csv = root / "grid" / "grid.csv"
+    scores = {}
+    if grid_csv.exists() and mixing.get("alpha") is not None:
+        scores = fdkd.mix_scores(read_csv(grid_csv), mixing["alpha"], mixing["beta"])
     lines = [
         "# AugGen run report",
         "",
@@ -358,26 +355,9 @@ def run(cfg, in_dirs, out_dir) -> None:
         "Verification accuracy follows insightface's 10-fold protocol (its distance "
         "threshold grid), as published tables do.",
         "",
-        "## Grid search",
+        *grid_lines(cfg, root, mixing),
         "",
-        f"Scale: {len(g.alphas)} x {len(g.betas)} grid (the paper: 11 x 11 over 0.1 ... 1.1), "
-        f"{cfg.sample.num_steps} sampler steps (EDM2 default 32), generator trained for "
-        f"{cfg.gen.steps} steps of {cfg.gen.batch_size} images.",
-        "",
-        f"alpha ∈ {list(g.alphas)}, beta ∈ {list(g.betas)} ({grid_stats['cells']} cells), "
-        f"{g.pairs} random pairs × {g.samples_per_cell} samples per cell, "
-        f"{cfg.sample.num_steps} Heun steps. Best: **alpha* = {best['alpha']:g}, "
-        f"beta* = {best['beta']:g}** (m_s = {best['m_s']:.3f}, m_d = {best['m_d']:.3f}, "
-        f"m_total = {best['m_total']:.3f}). D_aug used alpha = {mixing['alpha']:g}, "
-        f"beta = {mixing['beta']:g} ({mixing['from']}). Grid sampling: "
-        f"{_rate(grid_stats.get('images_per_s'))}.",
-        "",
-        "![grid heatmaps](grid_heatmap.png)",
-        "",
-        "Pair 0 across the grid (rows: alpha; columns: the two sources, then beta):",
-        "",
-        "![grid preview](grid_preview.png)",
-        "",
+        *method_lines(root, out_dir),
         "## Mixed identities",
         "",
         f"{mixing['new_identities']} new identities × {mixing['images_per_identity']} images. "
