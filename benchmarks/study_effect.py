@@ -8,9 +8,10 @@ protocol). The generator is trained once per generator config, not per FR seed: 
 measure the FR training noise around one G.
 
 Each arm is a pipeline run in ``<out>/<arm>``; it starts from hard links to the finished
-stage folders of ``<out>/base``, so the driver's fingerprints rerun only what the arm's
-settings change (a new generator only where ``gen`` or ``sample`` change). Arms other than
-``base`` train FR on D_orig + D_aug only (the D_repro control is the base arm's). Rows are
+stage folders of ``<out>/base`` (``ARM_BASE``: the ScoreMix comparison starts from
+``mix-base-20``), so the driver's fingerprints rerun only what the arm's settings change (a
+new generator only where ``gen`` or ``sample`` change). Arms other than ``base`` train FR on
+D_orig + D_aug only (the D_repro control is the base arm's). Rows are
 appended to ``benchmarks/results/study_effect.csv`` as arms finish; a rerun skips finished
 arms, and ``--max-minutes`` stops starting new ones, so the study runs in resumable pieces.
 
@@ -37,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 SEEDS = "0,1,2,3,4"
+FP32 = ["gen.precision=fp32", "sample.precision=fp32"]
 PRIMARY = ("unseen_verif", "accuracy")
 ARMS: dict[str, list[str]] = {
     "base": [],
@@ -66,11 +68,23 @@ ARMS: dict[str, list[str]] = {
     # seed 20's FR model, so the grid, and with it D_aug, are chosen afresh too.
     "seeds-20": [],
     "seeds-20b": [],
+    # AugGen against ScoreMix (arXiv 2506.10226) and pair selection, 20 FR seeds (0-19), all
+    # on one fp32 G (the precision pinned, whatever the CPU default): AugGen as today (grid,
+    # random pairs), AugGen with far pairs, ScoreMix (lambda = 0.5) with random/far/near pairs.
+    "mix-base-20": FP32,
+    "auggen-far": [*FP32, "generate.pairs=far"],
+    "scoremix-random": [*FP32, "generate.mix=score"],
+    "scoremix-far": [*FP32, "generate.mix=score", "generate.pairs=far"],
+    "scoremix-near": [*FP32, "generate.mix=score", "generate.pairs=near"],
 }
+MIX_ARMS = ("mix-base-20", "auggen-far", "scoremix-random", "scoremix-far", "scoremix-near")
 ARM_SEEDS = {
     "seeds-20": ",".join(str(s) for s in range(20)),
     "seeds-20b": ",".join(str(s) for s in range(20, 40)),
+    **{arm: ",".join(str(s) for s in range(20)) for arm in MIX_ARMS},
 }
+# The arm whose finished stages an arm starts from (default: base; None: from scratch).
+ARM_BASE = {"mix-base-20": None, **{arm: "mix-base-20" for arm in MIX_ARMS[1:]}}
 FIELDS = [
     "date", "device", "arm", "settings", "config_hash", "seeds",
     "acc_orig", "acc_orig_std", "acc_aug", "acc_aug_std", "acc_repro",
@@ -80,9 +94,14 @@ FIELDS = [
     "alpha", "beta", "m_s", "m_d", "aug_images", "gen_steps", "sampler_steps",
     "stages_run", "wall_s", "gen_params",
     "aug_nearest_sim", "near_copy_fraction", "nearest_is_source_fraction",
+    "mix", "pairs", "mix_weights", "denoiser_evals", "mix_wall_s",
+    "pair_embed_distance", "pair_cond_distance", "spearman_rho",
 ]  # fmt: skip
 # Columns computed from an arm's finished run folder alone (an older CSV gets them filled in).
-DERIVED = ("gen_params", "aug_nearest_sim", "near_copy_fraction", "nearest_is_source_fraction")
+DERIVED = (
+    "gen_params", "aug_nearest_sim", "near_copy_fraction", "nearest_is_source_fraction",
+    "mix", "denoiser_evals", "mix_wall_s", "pair_embed_distance",
+)  # fmt: skip
 
 
 def arm_args(arm: str) -> list[str]:
@@ -156,14 +175,77 @@ def generator_params(run: Path) -> int:
 def derived(run: Path) -> dict:
     """The generator's size and the leakage audit of D_aug (M_orig cosine similarity of each
     generated image to its nearest real training image; near copies; how often that nearest
-    image belongs to one of the mixed source identities)."""
+    image belongs to one of the mixed source identities), and how D_aug was mixed."""
     leak = json.loads((run / "generate" / "leakage.json").read_text())
     return {
         "gen_params": generator_params(run),
         "aug_nearest_sim": leak["generated"]["mean"],
         "near_copy_fraction": leak["near_copy_fraction"],
         "nearest_is_source_fraction": leak["nearest_is_a_source_fraction"],
+        **mixing_columns(run),
     }
+
+
+def _stage_json(run: Path, stage: str, name: str) -> dict:
+    path = run / stage / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def mixing_columns(run: Path) -> dict:
+    """Mixing mode, pair rule and weights; denoiser evaluations (network rows) and wall time
+    of the grid and generate stages together (what making D_aug cost, whichever arm first
+    ran them); the mean distances of the pairs used and Spearman's rho between the spaces."""
+    cfg = _stage_json(run, "generate", "config.json")["config"]
+    g, s = cfg["generate"], cfg["sample"]
+    evals = 2 * s["num_steps"] - 1 if s["solver"] == "heun" else s["num_steps"]
+    evals *= 2 if s["guidance"] != 1.0 else 1
+    mix = g.get("mix", "condition")
+    grid = _stage_json(run, "grid", "stats.json")
+    gen = _stage_json(run, "generate", "stats.json")
+    gen_evals = gen.get("denoiser_evaluations")
+    if gen_evals is None:  # written before the count existed: condition mixing, one row
+        gen_evals = gen["images"] * evals
+    wall = sum(_stage_json(run, st, "timing.json").get("wall_s_all_attempts", 0.0)
+               for st in ("grid", "generate"))  # fmt: skip
+    pairs = _stage_json(run, "generate", "pairs.json")
+    mixing = _stage_json(run, "generate", "mixing.json")
+    embed = pairs.get("embed_distance", {}).get("mean")
+    if embed is None:
+        embed = pair_embed_distance(run)
+    return {
+        "mix": mix,
+        "pairs": g.get("pairs", "random"),
+        "mix_weights": json.dumps(mixing.get("weights")) if mix == "score" else "",
+        "denoiser_evals": grid.get("images", 0) * evals + gen_evals,
+        "mix_wall_s": round(wall, 1),
+        "pair_embed_distance": embed,
+        "pair_cond_distance": pairs.get("cond_distance", {}).get("mean", ""),
+        "spearman_rho": pairs.get("embed_vs_cond", {}).get("spearman_rho", ""),
+    }
+
+
+def pair_embed_distance(run: Path) -> float:
+    """Mean cosine distance between M_orig's class centroids of each new identity's sources,
+    for runs from before generate wrote pairs.json (as generate computes it)."""
+    import torch
+
+    from auggen.data.index import open_index
+    from auggen.eval import extract_embeddings
+    from auggen.mixing.pairs import group_distance
+    from auggen.mixing.search import class_centroids
+    from auggen.pipeline.store import read_csv
+    from auggen.recognition.train import FRTrainConfig, load_backbone
+
+    seeds = json.loads((run / "train_fr" / "config.json").read_text())["config"]["seeds"]
+    fr_dir = run / "train_fr" / "baseline" / f"seed{seeds[0]}"
+    size = FRTrainConfig.from_dict(json.loads((fr_dir / "config.json").read_text())).input_size
+    real = open_index(run / "data" / "train.index.json")
+    images = real.read(range(len(real)))
+    feats = extract_embeddings(load_backbone(fr_dir), images, flip=True, input_size=size)
+    centroids = class_centroids(feats, real.labels, real.num_classes)
+    rows = {r["new_identity"]: r for r in read_csv(run / "generate" / "manifest.csv")}
+    groups = torch.tensor([[int(c) for c in r["sources"].split(";")] for r in rows.values()])
+    return float(group_distance(centroids, groups).mean())
 
 
 def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
@@ -178,11 +260,13 @@ def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
     tar_key = sorted(tar)[-1] if tar else None
     dist = json.loads((run / "report" / "feature_distances.json").read_text())
     mixing = json.loads((run / "generate" / "mixing.json").read_text())
+    grid_csv = run / "grid" / "grid.csv"  # absent where score mixing skipped the grid
     cell = next(
         (
             r
-            for r in read_csv(run / "grid" / "grid.csv")
-            if abs(float(r["alpha"]) - mixing["alpha"]) < 1e-9
+            for r in (read_csv(grid_csv) if grid_csv.exists() else [])
+            if mixing["alpha"] is not None
+            and abs(float(r["alpha"]) - mixing["alpha"]) < 1e-9
             and abs(float(r["beta"]) - mixing["beta"]) < 1e-9
         ),
         None,
@@ -219,8 +303,8 @@ def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
         "fd_aug": dist.get("aug", {}).get("fd", ""),
         "fd_floor": dist.get("orig_halves", {}).get("fd", ""),
         "repro_identity_consistency": repro_consistency(run, m_orig_seed(arm)),
-        "alpha": mixing["alpha"],
-        "beta": mixing["beta"],
+        "alpha": mixing["alpha"] if mixing["alpha"] is not None else "",
+        "beta": mixing["beta"] if mixing["beta"] is not None else "",
         "m_s": cell["m_s"] if cell else "",
         "m_d": cell["m_d"] if cell else "",
         "aug_images": mixing["new_identities"] * mixing["images_per_identity"],
@@ -234,8 +318,9 @@ def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
 
 def run_arm(arm: str, out: Path, threads: int) -> dict:
     run = out / arm
-    if arm != "base":
-        seed_from_base(out / "base", run)
+    base = ARM_BASE.get(arm, "base")
+    if arm != "base" and base is not None:
+        seed_from_base(out / base, run)
     cmd = [sys.executable, "-m", "auggen.pipeline", *arm_args(arm), "--out", str(run)]
     cmd += ["--threads", str(threads)]
     t0 = time.perf_counter()
@@ -361,8 +446,12 @@ def main(argv=None) -> int:
         unknown = [a for a in arms if a not in ARMS]
         if unknown:
             p.error(f"unknown arm(s) {unknown}; see --list")
-        if "base" not in arms and not (Path(args.out) / "base" / "report" / "DONE").exists():
-            arms.insert(0, "base")  # every other arm starts from its stages
+        for arm in list(arms):  # every other arm starts from its base arm's stages
+            base = ARM_BASE.get(arm, "base")
+            if arm == "base" or base is None or base in arms:
+                continue
+            if not (Path(args.out) / base / "report" / "DONE").exists():
+                arms.insert(0, base)
         t0 = time.perf_counter()
         for arm in arms:
             if arm in finished(csv_path):
