@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from auggen.mixing.choice import grid_skipped
+from auggen.pipeline.plan_mixing import mode_lines
+
 # Dense bf16 tensor-core peak per GPU, FLOP/s (vendor datasheets, SXM parts, no sparsity).
 GPU_PEAK = {"h100": 989e12, "h200": 989e12, "a100": 312e12, "l40s": 362e12, "v100": 125e12}
 DEFAULT_UTILISATION = 0.35
@@ -118,6 +121,8 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
     repro_n = c * cfg.repro.images_per_identity
     gr = cfg.grid
     grid_n = len(gr.alphas) * len(gr.betas) * gr.pairs * gr.samples_per_cell
+    grid_n *= not grid_skipped(cfg)  # generate.mix=score needs no grid
+    mix_k = cfg.generate.sources if cfg.generate.mix == "score" else 1  # rows per image
     gen_n = cfg.generate.new_identities * cfg.generate.images_per_identity
     variants = cfg.train_mix.variants
     mix_n = sum(n + (repro_n if v == "repro" else gen_n) for v in variants)
@@ -137,7 +142,7 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
         steps = cfg.fr.epochs * (per_epoch // cfg.fr.batch_size) * seeds
         return row(stage, images, steps, 0, fr_step * images, disk, head_ram)
 
-    def sampling(stage, images: int, embedded: int, disk, ram) -> dict:
+    def sampling(stage, images: int, embedded: int, disk, ram, ev=ev) -> dict:
         flops = g_flops * images * ev + embed * embedded
         return row(stage, images, 0, images * ev, flops, disk, ram)
 
@@ -156,7 +161,8 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
         fr_training("train_fr", n, fr_ck),
         sampling("repro", repro_n, 0, repro_n * px * PNG_RATIO, g_params * 4),
         sampling("grid", grid_n, grid_n + n, len(gr.alphas) * len(gr.betas) * px, feats),
-        sampling("generate", gen_n, gen_n + n, gen_bytes, feats),
+        # D_orig embedded twice: class centroids (pairs, distances) and the leakage audit
+        sampling("generate", gen_n, gen_n + 2 * n, gen_bytes, feats, ev * mix_k),
         fr_training("train_mix", mix_n, fr_ck * len(variants)),
         row(
             "evaluate",
@@ -215,6 +221,7 @@ def format_plan(
         "and cost minutes); evaluate splits by model. Disk counts PNG images at "
         f"~{PNG_RATIO:.0%} of raw and checkpoints kept; RAM is the largest in-memory table."
     )
+    lines += mode_lines(cfg, size.classes, gpus, kind, peak, util)
     if not math.isfinite(total):
         raise ValueError("the plan overflowed; check the config")
     return "\n".join(lines)
