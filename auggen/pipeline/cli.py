@@ -81,6 +81,13 @@ def build_parser(stages, presets) -> argparse.ArgumentParser:
     plan.add_argument("--plan-gpus", default="1,8", help="GPU counts to price (default: 1,8)")
     plan.add_argument("--plan-gpu", default="h100", help="GPU kind: h100, h200, a100, l40s, v100")
     plan.add_argument(
+        "--plan-device",
+        default=None,
+        help="where to measure minutes per stage (a few-second calibration): cpu, cuda, "
+        "cuda:N (default: cuda if this machine has one, else cpu), or a GPU kind "
+        "(h100, a100, ...) to price that GPU only, without measuring",
+    )
+    plan.add_argument(
         "--plan-utilisation", type=float, default=None, help="fraction of peak (default: 0.35)"
     )
     plan.add_argument(
@@ -93,7 +100,13 @@ def build_parser(stages, presets) -> argparse.ArgumentParser:
 
 
 def print_plan(args, cfg, out: Path) -> int:
-    from auggen.pipeline.plan import DEFAULT_UTILISATION, DataSize, data_size, format_plan
+    from auggen.pipeline.plan import (
+        DEFAULT_UTILISATION,
+        GPU_PEAK,
+        DataSize,
+        data_size,
+        format_plan,
+    )
 
     if args.plan_data:
         try:
@@ -110,8 +123,30 @@ def print_plan(args, cfg, out: Path) -> int:
     except ValueError:
         raise ValueError(f"--plan-gpus must be counts like 1,8, got {args.plan_gpus!r}") from None
     util = args.plan_utilisation if args.plan_utilisation is not None else DEFAULT_UTILISATION
-    print(format_plan(cfg, size, gpus, args.plan_gpu, util))
+    kind, cal = args.plan_gpu, None
+    device = args.plan_device or ("cuda" if torch_has_cuda() else "cpu")
+    if device in GPU_PEAK:
+        kind = device
+    elif device == "cpu" or device.startswith("cuda"):
+        from auggen.pipeline.calibrate import calibrate
+        from auggen.runtime import check_device
+
+        check_device(device)
+        print(f"[plan] calibrating on {device} (a few seconds) ...", flush=True)
+        cal = calibrate(cfg, size.classes, device, cfg.threads)
+    else:
+        raise ValueError(
+            f"--plan-device must be cpu, cuda, cuda:N or a GPU kind ({', '.join(GPU_PEAK)}), "
+            f"got {device!r}"
+        )
+    print(format_plan(cfg, size, gpus, kind, util, cal=cal))
     return 0
+
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _data_override(cfg, path: str):

@@ -144,7 +144,8 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
 
     def sampling(stage, images: int, embedded: int, disk, ram, ev=ev) -> dict:
         flops = g_flops * images * ev + embed * embedded
-        return row(stage, images, 0, images * ev, flops, disk, ram)
+        r = row(stage, images, 0, images * ev, flops, disk, ram)
+        return {**r, "sample_flops": g_flops * images * ev, "embed_flops": embed * embedded}
 
     gen_images = g_steps * g.batch_size
     return [
@@ -182,8 +183,15 @@ def _h(x: float, unit: str = "") -> str:
 
 
 def format_plan(
-    cfg, size: DataSize, gpus=(1, 8), kind: str = "h100", util: float = DEFAULT_UTILISATION
+    cfg,
+    size: DataSize,
+    gpus=(1, 8),
+    kind: str = "h100",
+    util: float = DEFAULT_UTILISATION,
+    cal=None,
 ) -> str:
+    """The plan as a markdown table; ``cal`` (a ``calibrate.Calibration``) adds this
+    machine's minutes per stage beside the GPU hours."""
     if kind not in GPU_PEAK:
         raise ValueError(f"unknown GPU kind {kind!r}; known: {', '.join(GPU_PEAK)}")
     if not 0 < util <= 1:
@@ -192,13 +200,14 @@ def format_plan(
     peak = GPU_PEAK[kind]
     head = "| stage | images | optimizer steps | denoiser evals | FLOPs | disk | host RAM |"
     head += "".join(f" hours on {k} x {kind} |" for k in gpus)
+    head += " time here |" if cal is not None else ""
     lines = [
         f"Plan for {size.images:,} training images of {size.classes:,} identities "
         f"({size.source}); {kind}: {peak / 1e12:.0f} TFLOP/s dense bf16 at "
         f"{util:.0%} utilisation (assumed).",
         "",
         head,
-        "|" + "---|" * (7 + len(gpus)),
+        "|" + "---|" * (7 + len(gpus) + (cal is not None)),
     ]
     total = 0.0
     for r in rows:
@@ -208,12 +217,15 @@ def format_plan(
             f"| {r['stage']} | {r['images']:,} | {r['steps']:,} | {r['evals']:,} | "
             f"{_h(r['flops'])} | {_h(r['disk'], 'B')} | {_h(r['ram'], 'B')} |"
             + "".join(f" {h:.2f} |" for h in hours)
+            + (_minutes_cell(r, cal) if cal is not None else "")
         )
     disk = sum(r["disk"] for r in rows)
     hours = [total / (k * peak * util) / 3600 for k in gpus]
     lines.append(
         f"| **total** | | | | {_h(total)} | {_h(disk, 'B')} | "
-        f"{_h(max(r['ram'] for r in rows), 'B')} (peak) |" + "".join(f" {h:.1f} |" for h in hours)
+        f"{_h(max(r['ram'] for r in rows), 'B')} (peak) |"
+        + "".join(f" {h:.1f} |" for h in hours)
+        + (_minutes_total(rows, cal) if cal is not None else "")
     )
     lines.append("")
     lines.append(
@@ -221,7 +233,41 @@ def format_plan(
         "and cost minutes); evaluate splits by model. Disk counts PNG images at "
         f"~{PNG_RATIO:.0%} of raw and checkpoints kept; RAM is the largest in-memory table."
     )
+    if cal is not None:
+        lines.append(_calibration_note(cal))
     lines += mode_lines(cfg, size.classes, gpus, kind, peak, util)
     if not math.isfinite(total):
         raise ValueError("the plan overflowed; check the config")
     return "\n".join(lines)
+
+
+def _minutes_cell(row: dict, cal) -> str:
+    from auggen.pipeline.calibrate import stage_minutes
+
+    m = stage_minutes(row, cal)
+    return " — |" if m is None else f" {_duration(60 * m)} |"
+
+
+def _minutes_total(rows, cal) -> str:
+    from auggen.pipeline.calibrate import stage_minutes
+
+    total = sum(m for m in (stage_minutes(r, cal) for r in rows) if m is not None)
+    return f" {_duration(60 * total)} |"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:,.1f} h"
+
+
+def _calibration_note(cal) -> str:
+    rates = ", ".join(f"{k} {_h(v, 'FLOP/s')}" for k, v in cal.rates.items())
+    return (
+        f"Time here: this stage's FLOPs at the rates measured on {cal.device} in "
+        f"{cal.seconds:.1f} s (a generator step, an FR step, a sampler call and an embedding "
+        f"call at this run's shapes; effective {rates}), one process; it leaves out start-up, "
+        "checkpoints and decoding, and data and report, which are not FLOP-bound (—)."
+    )

@@ -31,6 +31,7 @@ def test_stage_work_follows_the_config():
 def test_plan_prints_a_table_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["--preset", "micro", "--out", str(out), "--plan", "--plan-gpus", "1,4"]
+    argv += ["--plan-device", "h100"]  # priced only (the calibration: test_plan_device.py)
     assert main([*argv, "--plan-data", "5000,50"]) == 0
     text = capsys.readouterr().out
     assert "5,000 training images of 50 identities" in text
