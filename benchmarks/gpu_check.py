@@ -260,7 +260,8 @@ def _graph_replay(device, backend) -> float:
 
 
 def _huge(device, backend) -> float:
-    """mp_silu over 2^31 + 4099 bf16 elements (8.6 GB in + out): max error at the far end."""
+    """mp_silu over 2^31 + 4099 bf16 elements (8.6 GB in + out): the largest relative error
+    in the first and last 2^20 (the far end is where 32-bit offsets would wrap)."""
     from auggen import ops
     from auggen.ops import reference
 
@@ -269,10 +270,10 @@ def _huge(device, backend) -> float:
     x[: 2**20].normal_()
     x[-(2**20) :].normal_()
     y = ops.mp_silu(x, backend=backend)
-    err = 0.0
+    err = 0.0  # relative to max(1, |expected|): bf16 keeps 8 bits
     for sl in (slice(0, 2**20), slice(n - 2**20, n)):
         want = reference.mp_silu_ref(x[sl].float())
-        err = max(err, float((y[sl].float() - want).abs().max()))
+        err = max(err, float(((y[sl].float() - want).abs() / want.abs().clamp_min(1)).max()))
     del x, y
     torch.cuda.empty_cache()
     return err
@@ -325,7 +326,7 @@ def sec_correctness(ctx) -> None:
     for backend in backends:
         for name, fn, tol in (
             ("cuda graph replay", _graph_replay, 1e-5),
-            ("2^31+4099 elements mp_silu", _huge, 2e-2),
+            ("2^31+4099 elements mp_silu", _huge, 1e-2),
         ):
             if ctx.time_left() < 10:
                 return ctx.skip_rest(name)
@@ -520,6 +521,26 @@ def _dry_run(args, gpu: bool) -> None:
                 print(f"      {item}")
 
 
+def targets_met(csv_path: Path) -> list[str]:
+    """One line per target over the whole run (both halves of a re-executed one): how many
+    rows met it, and the rows that did not."""
+    import csv
+
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["target"] and r["ok"] in ("True", "False")]
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        kind = r["target"].split(" sdpa")[0]  # "faster than sdpa flash" -> "faster than"
+        groups.setdefault((r["section"], kind), []).append(r)
+    lines = []
+    for (section, kind), rs in groups.items():
+        missed = [f"{r['name']} {r['shape']} {r['dtype']} {r['variant']}" for r in rs
+                  if r["ok"] != "True"]  # fmt: skip
+        lines.append(f"Target {section} {kind}: met in {len(rs) - len(missed)} of {len(rs)}"
+                     + (f"; missed: {'; '.join(missed[:8])}" if missed else ""))  # fmt: skip
+    return lines
+
+
 def _injected_failure(ctx) -> None:
     raise RuntimeError(f"{FAIL_ENV} names {ctx.name} (fault injection)")
 
@@ -571,6 +592,9 @@ def main(argv=None) -> int:
     statuses = run_sections(specs, out, args, args.budget_s, gpu, after)
     summary = ", ".join(f"{s['section']} {s['note'].split(':')[0]}" for s in statuses)
     out.line(f"Sections: {summary}. Wall {time.monotonic() - t_start:.0f} s.")
+    for line in targets_met(out.csv):
+        out.line(line)
+        say(line)
     say(f"done: {summary}; results in {out.csv} and {out.md}")
     return 0 if all(s["ok"] for s in statuses) else 1
 

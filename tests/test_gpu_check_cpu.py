@@ -166,3 +166,21 @@ def test_kill_keeps_the_sections_finished_before_it(tmp_path):
     assert status == {"env": "ok", "attention": "ok"}  # finished ones kept, sampler not done
     md = Path(f"{stem}.md").read_text()
     assert "## attention" in md and "## sampler" in md  # the sampler had started
+
+
+def test_targets_met_counts_rows_of_the_whole_run(tmp_path):
+    mod = _load()
+    from _sections import Output
+
+    out = Output(tmp_path / "g", "dev")
+    for variant, ok in (("cuda", True), ("triton", False)):
+        out.row(dict(section="ops", name="mp_sum fwd", shape="2x8", dtype="bfloat16",
+                     variant=variant, target=">= 0.8", ok=ok))  # fmt: skip
+    out.row(dict(section="attention", name="attention fwd", variant="mp_attention",
+                 target="faster than sdpa flash", ok=True))  # fmt: skip
+    out.row(dict(section="ops", name="copy", variant="clone"))  # no target
+    lines = mod.targets_met(out.csv)
+    assert lines == [
+        "Target ops >= 0.8: met in 1 of 2; missed: mp_sum fwd 2x8 bfloat16 triton",
+        "Target attention faster than: met in 1 of 1",
+    ]
