@@ -198,6 +198,29 @@ def group_distance(feats, groups: torch.Tensor) -> torch.Tensor:
     return (d.sum((1, 2)) - d.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1))
 
 
+def class_pairs(n: int, max_pairs: int = SPEARMAN_MAX_PAIRS, seed: int = 0):
+    """(i, j) int64 tensors: every pair i < j of n classes, or ``max_pairs`` random pairs of
+    distinct classes when there are more (never the whole list in memory)."""
+    if n * (n - 1) // 2 <= max_pairs:
+        i, j = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        i = rng.integers(0, n, size=max_pairs)
+        j = (i + rng.integers(1, n, size=max_pairs)) % n  # j != i
+    return torch.from_numpy(i).long(), torch.from_numpy(j).long()
+
+
+def pair_distances(feats, i, j, chunk: int = 8192) -> torch.Tensor:
+    """``1 - cos(feats[i], feats[j])`` (float64) for index arrays i, j, a chunk at a time."""
+    f = l2_normalize(feats).double()
+    i, j = torch.as_tensor(i), torch.as_tensor(j)
+    parts = [
+        1.0 - (f[i[lo : lo + chunk]] * f[j[lo : lo + chunk]]).sum(1)
+        for lo in range(0, len(i), chunk)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (ties share their mean rank), as Spearman's rho needs."""
     order = np.argsort(x, kind="stable")
@@ -221,16 +244,8 @@ def distance_correlation(emb, cond, max_pairs: int = SPEARMAN_MAX_PAIRS, seed: i
     pairs, or over ``max_pairs`` random distinct pairs above that size."""
     n = len(emb)
     total = n * (n - 1) // 2
-    if total <= max_pairs:
-        i, j = np.triu_indices(n, k=1)
-    else:
-        rng = np.random.default_rng(seed)
-        i = rng.integers(0, n, size=max_pairs)
-        j = (i + rng.integers(1, n, size=max_pairs)) % n  # j != i
-    e, c = l2_normalize(emb).double(), l2_normalize(cond).double()
-    i, j = torch.from_numpy(i), torch.from_numpy(j)
-    de = 1.0 - (e[i] * e[j]).sum(1)
-    dc = 1.0 - (c[i] * c[j]).sum(1)
+    i, j = class_pairs(n, max_pairs, seed)
+    de, dc = pair_distances(emb, i, j), pair_distances(cond, i, j)
     return {
         "spearman_rho": spearman(dc.numpy(), de.numpy()),
         "pairs": len(i),

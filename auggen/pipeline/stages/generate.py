@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -34,7 +33,12 @@ from auggen.mixing.choice import (
     identity_sources,
     score_conditions,
 )
-from auggen.mixing.pairs import distance_correlation, group_distance
+from auggen.mixing.pairs import (
+    class_pairs,
+    distance_correlation,
+    group_distance,
+    pair_distances,
+)
 from auggen.mixing.search import class_centroids, l2_normalize
 from auggen.pipeline.leakage import leakage_audit
 from auggen.pipeline.pretrained import m_orig
@@ -251,13 +255,7 @@ def _pair_outputs(out_dir, g, mix) -> None:
     for ax, name, label in zip(
         axes, ("embed", "cond"), ("M_orig centroids", "G's class embeddings")
     ):
-        n = len(vec[name])
-        i, j = np.triu_indices(n, k=1)
-        if len(i) > 200_000:
-            pick = np.random.default_rng(0).choice(len(i), 200_000, replace=False)
-            i, j = i[pick], j[pick]
-        v = vec[name].double()
-        every = 1.0 - (v[i] * v[j]).sum(1)
+        every = pair_distances(vec[name], *class_pairs(len(vec[name])))
         ax.hist(every.numpy(), bins=40, density=True, alpha=0.5, label="all class pairs")
         ax.hist(dist[name].numpy(), bins=20, density=True, alpha=0.7, label=f"used ({g.pairs})")
         ax.set_xlabel(f"cosine distance, {label}")
