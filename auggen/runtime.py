@@ -12,12 +12,14 @@ One module for what every entry point, trainer and stage needs to know about pro
   ``timeout_s`` instead of a silent hang.
 - Work splitting: ``my_items`` (round-robin units: shards, grid rows, models) and
   ``per_rank_batch`` (batch sizes are global and divided across ranks, everywhere).
-- ``autocast``: the precision policy (bf16 on CUDA by default, fp32 on CPU).
+- ``precision_choice`` / ``autocast``: the precision policy (``auto``: bf16 on CUDA and on
+  CPUs with native bf16, fp32 elsewhere); ``agreed_precision`` checks that every rank agrees.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -277,14 +279,74 @@ def per_rank_batch(global_batch: int, world: int, what: str = "batch_size") -> i
     return global_batch // world
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """``auto``: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere."""
+# CPU flags (Linux /proc/cpuinfo names) of instructions that compute in bf16 natively:
+# AVX-512 BF16 (dot products of bf16 pairs into fp32) and AMX's bf16 tiles. Without them
+# oneDNN emulates bf16 through fp32 and it runs slower than fp32.
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+CPUINFO = "/proc/cpuinfo"
+
+
+@functools.cache
+def cpu_bf16_flags(cpuinfo: str = CPUINFO) -> tuple[str, ...]:
+    """The native-bf16 flags of this CPU (empty where there are none or nothing says)."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return tuple(f for f in NATIVE_BF16_FLAGS if f in flags)
+    return ()
+
+
+def precision_choice(precision: str, device: torch.device | str) -> tuple[bool, str]:
+    """(bf16?, why) for the generator's ``precision`` on ``device``. ``auto``: bf16 compute
+    (autocast: convolutions and matmuls in bf16 with fp32 accumulation; fp32 master weights,
+    normalisations and loss) on a CUDA GPU that has bf16 and on a CPU with native bf16
+    instructions; fp32 elsewhere."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = torch.device(device)
-    if precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return precision == "bf16"
+    if precision != "auto":
+        return precision == "bf16", f"{precision} (set explicitly)"
+    if device.type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return True, "bf16 (auto: the CUDA GPU supports bf16)"
+        return False, "fp32 (auto: no CUDA GPU with bf16)"
+    if device.type == "cpu":
+        flags = cpu_bf16_flags()
+        if flags:
+            return True, f"bf16 (auto: this CPU computes bf16 natively: {', '.join(flags)})"
+        return False, "fp32 (auto: this CPU has no native bf16, no AVX-512 BF16 or AMX)"
+    return False, f"fp32 (auto: no bf16 policy for {device.type})"
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` means bf16 autocast on ``device`` (see :func:`precision_choice`)."""
+    return precision_choice(precision, device)[0]
+
+
+def agreed_precision(
+    precision: str, device: torch.device | str, what: str, rt: Runtime | None = None
+) -> tuple[bool, str]:
+    """:func:`precision_choice`, checked to be the same on every rank (a collective: every
+    rank calls it). Ranks that would differ (CPUs of two kinds) stop with a message."""
+    rt = rt or current()
+    choice = precision_choice(precision, device)
+    if not rt.enabled:
+        return choice
+    every = [None] * rt.world_size
+    with _waiting(rt, f"{what}: every rank's precision"):
+        dist.all_gather_object(every, choice)
+    if any(c[0] != choice[0] for c in every):
+        ranks = "; ".join(f"rank {r}: {c[1]}" for r, c in enumerate(every))
+        raise RuntimeError(
+            f"{what}: the ranks would compute in different precisions ({ranks}); set the "
+            "precision explicitly (e.g. --set gen.precision=fp32 --set sample.precision=fp32)"
+        )
+    return choice
 
 
 def autocast(precision: str, device: torch.device):

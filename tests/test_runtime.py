@@ -70,9 +70,10 @@ def test_timeout_from_env():
             runtime.timeout_from_env({runtime.TIMEOUT_ENV: bad})
 
 
-def test_precision_policy():
+def test_precision_policy(monkeypatch):
     cpu = torch.device("cpu")
-    assert not runtime.use_bf16("auto", cpu)  # fp32 on CPU unless asked
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ())
+    assert not runtime.use_bf16("auto", cpu)  # fp32 on a CPU without native bf16
     assert runtime.use_bf16("bf16", cpu) and not runtime.use_bf16("fp32", cpu)
     with pytest.raises(ValueError, match="precision must be one of"):
         runtime.use_bf16("fp16", cpu)

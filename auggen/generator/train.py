@@ -72,7 +72,7 @@ class GenTrainConfig:
     dropout: float | None = None  # None: the preset's
     ema_stds: tuple[float, ...] = (0.050, 0.100)
     xflip: bool = True
-    precision: str = "auto"  # "auto" (bf16 where supported on CUDA) | "fp32" | "bf16"
+    precision: str = "auto"  # auto: bf16 on CUDA and CPUs with native bf16, else fp32 | fp32 | bf16
     compile: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
@@ -235,6 +235,12 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
         guard.note_checkpoint(step, str(out_dir / STATE_JSON))
     tb = TrainingLog(out_dir / "tensorboard", cfg.tensorboard, rank == 0, step if ck else None)
 
+    # Precision: the same on every rank (or the run stops), said once, kept in checkpoints.
+    bf16, why = runtime.agreed_precision(cfg.precision, device, "train_gen", rt)
+    if rank == 0 and progress:
+        print(f"[train_gen] precision {why}", flush=True)
+    precision = {"used": "bf16" if bf16 else "fp32", "why": why}
+
     model = net
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -264,6 +270,7 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
                 ema_stds=list(cfg.ema_stds),
                 rng={"scheme": "SeedSequence([seed, step]) per step", "seed": cfg.seed},
                 loss_guard=guard.state_dict(),
+                precision=precision,
             )
             save_checkpoint(out_dir, step, tensors, state, keep=cfg.keep_checkpoints)
             _write_history(out_dir, history)
@@ -287,7 +294,7 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
             # Per batch: a dense N x classes one-hot would not fit for WebFace-sized sets.
             labels = F.one_hot(batch["labels"].to(device), label_dim).to(torch.float32)
         torch.manual_seed(int(batch["seed"]))  # dropout
-        with runtime.autocast(cfg.precision, device):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = edm2_loss(fwd, y, labels, sigma, noise, cfg.sigma_data)
         step_losses.add(step + 1, loss)
         (loss.sum() / b_local).backward()
@@ -329,7 +336,6 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
                 keep=cfg.max_snapshots,
             )
         if cfg.sample_grid_every and step % cfg.sample_grid_every == 0 and rank == 0:
-            bf16 = runtime.use_bf16(cfg.precision, device)
             tb.image("samples", step, save_sample_grid(ema.emas[0], out_dir, step, bf16))
         if step % cfg.checkpoint_every == 0 or step == total:
             checkpoint(step)

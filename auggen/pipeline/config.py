@@ -47,7 +47,7 @@ class SampleConfig:
     rho: float = 7.0
     guidance: float = 1.0
     solver: str = "heun"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    precision: str = "auto"  # auto: bf16 on CUDA and CPUs with native bf16, else fp32 | fp32 | bf16
     # Images per network call (memory, speed; not fingerprinted). 0: chosen from the GPU's
     # free memory (256 on CPU).
     batch_size: int = 256

@@ -83,6 +83,10 @@ LATER_KEYS = {
 }
 
 
+# Sections whose "precision" may be "auto" (auggen.runtime.precision_choice).
+PRECISION_KEYS = ("gen", "sample")
+
+
 def _section(cfg, key: str):
     value = getattr(cfg, key)
     if hasattr(value, "__dataclass_fields__"):
@@ -92,6 +96,11 @@ def _section(cfg, key: str):
         for k, v in LATER_KEYS.get(key, {}).items():
             if d.get(k, v) == v:
                 d.pop(k, None)
+        if key in PRECISION_KEYS and d.get("precision") == "auto":
+            # The precision "auto" resolves to here. Only bf16 is recorded: "auto" alone
+            # means fp32, as it did on the CPU before, so fp32 stages keep their fingerprints.
+            if runtime.use_bf16("auto", cfg.device):
+                d["precision_used"] = "bf16"
         return d
     return json.loads(json.dumps(value))
 
@@ -220,6 +229,11 @@ def run_stage(
     }
     if stage.inputs is not None:
         config["external_inputs"] = external if external is not None else stage.inputs(cfg)
+    for key in set(stage.config_keys) & set(PRECISION_KEYS):  # not fingerprinted: the why
+        section = getattr(cfg, key)
+        config.setdefault("precision", {})[key] = runtime.precision_choice(
+            section.precision, cfg.device
+        )[1]
     base = {
         "stage": stage.name,
         "device": device,

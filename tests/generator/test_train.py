@@ -25,7 +25,11 @@ def _data(n=4, size=12, classes=4):
     return LabeledImages(imgs, torch.arange(n) % classes)
 
 
-MICRO = dict(preset="micro", resolution=8, batch_size=4, log_every=1, lr_rampup_steps=2)
+# fp32 pinned: these tests check the loop's mechanics, the same on every CPU (precision
+# "auto" follows the hardware; tests/generator/test_precision.py covers bf16)
+MICRO = dict(
+    preset="micro", resolution=8, batch_size=4, log_every=1, lr_rampup_steps=2, precision="fp32"
+)
 
 
 def _tensors(out_dir):

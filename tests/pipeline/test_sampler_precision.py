@@ -10,7 +10,7 @@ from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stages.common import sampler
 
 
-def test_bf16_sampling_matches_fp32_within_tolerance():
+def test_bf16_sampling_matches_fp32_within_tolerance(monkeypatch):
     """Stated tolerance, on uint8 images of a 4-step Heun run: mean |difference| <= 2 levels
     of 255 and at least 90 % of pixels within 4 levels (bf16 keeps 8 bits of mantissa; the
     ODE state itself stays fp32/fp64, only the network runs in bf16)."""
@@ -28,6 +28,10 @@ def test_bf16_sampling_matches_fp32_within_tolerance():
     assert diff.max() > 0  # bf16 really ran
     assert diff.mean() <= 2.0, float(diff.mean())
     assert (diff <= 4).float().mean() >= 0.9
-    # "auto" on CPU is fp32: the same images as asking for fp32.
-    auto = sampler(net, base)
-    assert torch.equal(auto(cond, seeds).float(), a)
+    # "auto" on a CPU without native bf16 is fp32, on one with it bf16: the same images.
+    from auggen import runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ())
+    assert torch.equal(sampler(net, base)(cond, seeds).float(), a)
+    monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    assert torch.equal(sampler(net, base)(cond, seeds).float(), b)

@@ -52,11 +52,14 @@ def sampler(net, cfg, sources: int = 1):
     ``sources`` = k > 1: score mixing, conditions (M, k, L) with convex weights (M, k); the
     batch holds 1/k the images, so a network call keeps its size.
     """
+    from auggen import runtime
     from auggen.generator.sample import auto_batch_size, sample, to_uint8
-    from auggen.runtime import use_bf16
 
     s = cfg.sample
-    bf16 = use_bf16(s.precision, cfg.device)
+    rt = runtime.current()
+    bf16, why = runtime.agreed_precision(s.precision, cfg.device, "sampler", rt)
+    if rt.is_main and cfg.progress:
+        print(f"[sample] precision {why}", flush=True)
     batch = s.batch_size or auto_batch_size(net, cfg.device, autocast=bf16)
     batch = max(1, batch // sources)
 
