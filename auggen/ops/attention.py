@@ -86,7 +86,7 @@ def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
     if backend == "cuda":
         if q.device.type != "cuda":
             raise ValueError(f"backend 'cuda' needs CUDA tensors, got a tensor on {q.device}")
-        backend = "triton" if _triton_usable(q) else "cpu"
+        backend = "triton" if _triton_usable(q) and _backend.usable("triton", q) else "cpu"
     if backend == "triton" and not _triton_usable(q):
         raise RuntimeError(
             "backend 'triton' needs Triton and a tensor on CUDA (or on the CPU with "
