@@ -100,7 +100,7 @@ FIELDS = [
 # Columns computed from an arm's finished run folder alone (an older CSV gets them filled in).
 DERIVED = (
     "gen_params", "aug_nearest_sim", "near_copy_fraction", "nearest_is_source_fraction",
-    "mix", "denoiser_evals", "mix_wall_s", "pair_embed_distance",
+    "mix", "denoiser_evals", "mix_wall_s", "pair_embed_distance", "spearman_rho",
 )  # fmt: skip
 
 
@@ -209,30 +209,32 @@ def mixing_columns(run: Path) -> dict:
                for st in ("grid", "generate"))  # fmt: skip
     pairs = _stage_json(run, "generate", "pairs.json")
     mixing = _stage_json(run, "generate", "mixing.json")
-    embed = pairs.get("embed_distance", {}).get("mean")
-    if embed is None:
-        embed = pair_embed_distance(run)
+    if not pairs:  # written before generate recorded them
+        pairs = pair_summary(run)
     return {
         "mix": mix,
         "pairs": g.get("pairs", "random"),
         "mix_weights": json.dumps(mixing.get("weights")) if mix == "score" else "",
         "denoiser_evals": grid.get("images", 0) * evals + gen_evals,
         "mix_wall_s": round(wall, 1),
-        "pair_embed_distance": embed,
-        "pair_cond_distance": pairs.get("cond_distance", {}).get("mean", ""),
-        "spearman_rho": pairs.get("embed_vs_cond", {}).get("spearman_rho", ""),
+        "pair_embed_distance": pairs["embed_distance"]["mean"],
+        "pair_cond_distance": pairs["cond_distance"]["mean"],
+        "spearman_rho": pairs["embed_vs_cond"]["spearman_rho"],
     }
 
 
-def pair_embed_distance(run: Path) -> float:
-    """Mean cosine distance between M_orig's class centroids of each new identity's sources,
-    for runs from before generate wrote pairs.json (as generate computes it)."""
+def pair_summary(run: Path) -> dict:
+    """What generate's pairs.json holds (mean distances of each new identity's sources
+    between M_orig's class centroids and G's label embeddings, Spearman rho between the two
+    over class pairs), computed as generate does, for runs from before it wrote the file."""
     import torch
 
     from auggen.data.index import open_index
     from auggen.eval import extract_embeddings
-    from auggen.mixing.pairs import group_distance
-    from auggen.mixing.search import class_centroids
+    from auggen.generator.train import load_generator
+    from auggen.mixing.pairs import distance_correlation, group_distance
+    from auggen.mixing.search import class_centroids, l2_normalize
+    from auggen.pipeline.stages.generate import condition_embeddings
     from auggen.pipeline.store import read_csv
     from auggen.recognition.train import FRTrainConfig, load_backbone
 
@@ -245,7 +247,13 @@ def pair_embed_distance(run: Path) -> float:
     centroids = class_centroids(feats, real.labels, real.num_classes)
     rows = {r["new_identity"]: r for r in read_csv(run / "generate" / "manifest.csv")}
     groups = torch.tensor([[int(c) for c in r["sources"].split(";")] for r in rows.values()])
-    return float(group_distance(centroids, groups).mean())
+    net = load_generator(run / "train_gen" / "model")
+    cond = l2_normalize(condition_embeddings(net)[: real.num_classes])
+    return {
+        "embed_distance": {"mean": float(group_distance(centroids, groups).mean())},
+        "cond_distance": {"mean": float(group_distance(cond, groups).mean())},
+        "embed_vs_cond": distance_correlation(centroids, cond),
+    }
 
 
 def summarise(arm: str, run: Path, ran: list[str], wall: float) -> dict:
