@@ -96,11 +96,12 @@ FIELDS = [
     "aug_nearest_sim", "near_copy_fraction", "nearest_is_source_fraction",
     "mix", "pairs", "mix_weights", "denoiser_evals", "mix_wall_s",
     "pair_embed_distance", "pair_cond_distance", "spearman_rho",
+    "vs_base", "vs_base_low", "vs_base_high",
 ]  # fmt: skip
 # Columns computed from an arm's finished run folder alone (an older CSV gets them filled in).
 DERIVED = (
     "gen_params", "aug_nearest_sim", "near_copy_fraction", "nearest_is_source_fraction",
-    "mix", "denoiser_evals", "mix_wall_s", "pair_embed_distance", "spearman_rho",
+    "mix", "denoiser_evals", "mix_wall_s", "pair_embed_distance", "spearman_rho", "vs_base",
 )  # fmt: skip
 
 
@@ -183,7 +184,26 @@ def derived(run: Path) -> dict:
         "near_copy_fraction": leak["near_copy_fraction"],
         "nearest_is_source_fraction": leak["nearest_is_a_source_fraction"],
         **mixing_columns(run),
+        **versus_base(run),
     }
+
+
+def versus_base(run: Path) -> dict:
+    """The ScoreMix comparison's arms against their base arm (AugGen as today), seed by
+    seed: D_orig + D_aug of this arm minus D_orig + D_aug of the base, with its 95 %
+    interval (both share D_orig's models and the seeds); "n/a" for other arms."""
+    from auggen.eval.paired import paired_difference
+    from auggen.pipeline.store import read_csv
+
+    base = ARM_BASE.get(run.name) if run.name in MIX_ARMS else None
+    if base is None or not (run.parent / base / "evaluate" / "metrics.csv").exists():
+        return {"vs_base": "n/a", "vs_base_low": "", "vs_base_high": ""}
+    mine, theirs = (
+        _metric(read_csv(r / "evaluate" / "metrics.csv"), "aug", *PRIMARY)
+        for r in (run, run.parent / base)
+    )
+    d = paired_difference(mine, theirs)
+    return {"vs_base": d.mean, "vs_base_low": d.low, "vs_base_high": d.high}
 
 
 def _stage_json(run: Path, stage: str, name: str) -> dict:
