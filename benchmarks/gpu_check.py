@@ -171,6 +171,15 @@ def sec_build(ctx) -> None:
     )
     if proc.returncode:
         raise RuntimeError(f"build failed (exit {proc.returncode}): {' / '.join(tail)[-300:]}")
+    # What a fresh interpreter imports now (this one may hold the source tree's auggen).
+    probe = (
+        "from auggen.ops import _backend as b; e = b.cuda_ext; "
+        "print(b.backends(), e and (e.driver_version(), e.runtime_version()), b._MISSING)"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=HERE, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    ctx.add(name="import after build", ok=proc.returncode == 0,
+            note=(proc.stdout.strip() or proc.stderr.strip()[-300:]))  # fmt: skip
 
 
 def reexec(args, remaining: list[str], budget_left: float) -> None:
@@ -429,7 +438,7 @@ def _plan_sampler(gpu):
 
 SECTIONS = [
     SectionSpec(
-        "env", "driver vs runtime, versions, installed packages, backend self-tests", 10, 5, sec_env
+        "env", "driver vs runtime, versions, installed packages, backend self-tests", 30, 5, sec_env
     ),
     SectionSpec(
         "build",
@@ -444,7 +453,7 @@ SECTIONS = [
     SectionSpec(
         "correctness",
         "pruned GPU tests, opcheck (both GPU backends), CUDA graph replay, a > 2^31-element tensor",
-        100,
+        90,
         10,
         sec_correctness,
         lambda gpu: [" ".join(["pytest -m gpu", *GPU_TESTS])] if gpu else ["opcheck cpu"],
@@ -476,7 +485,7 @@ SECTIONS = [
     SectionSpec(
         "pipeline",
         "--preset micro on one device (bf16 sampling on CUDA)",
-        70,
+        60,
         150,
         sec_pipeline,
         lambda gpu: [" ".join(pipeline_command("<tmp>", gpu))],
