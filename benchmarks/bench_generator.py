@@ -14,6 +14,14 @@ channels-last on CPU, NCHW on CUDA).
     python benchmarks/bench_generator.py                         # CUDA: edm2-img64-s too
     python benchmarks/bench_generator.py --quick --device cpu --modes fused,reference \
         --memory-formats contiguous,channels_last                # the layout's share
+    python benchmarks/bench_generator.py --targets --device cpu --threads 2 \
+        --csv benchmarks/results/generator_cpu_bf16.csv          # issue 22's table (below)
+
+``--targets``: tiny 32 px (train 32, sample 64 images) and ``edm2-narrow64`` (the issue's narrow
+64 px EDM2 layout; train 8, sample 16): the default path (fused ops, ``auto`` precision: bf16
+on a CPU with native bf16) against the fp32 reference ops, eager and under torch.compile;
+``x_vs_reference_fp32`` and ``x_vs_compile_reference_fp32`` are ratios of medians from the same
+run, ``load_avg`` the machine's 1-minute load when the row finished.
 
 CSV rows: task, preset, resolution, mode, memory_format, batch, num_steps, dtype, threads,
 device, conv_share (CPU: the fraction of the time in convolutions, which bounds what fused
@@ -50,9 +58,15 @@ from auggen.generator.train import GenTrainConfig, edm2_loss, train_generator  #
 FIELDS = [
     "task", "preset", "resolution", "mode", "memory_format", "batch", "num_steps", "dtype",
     "threads", "device", "conv_share", "ms_p20", "ms_p50", "ms_p80", "img_per_s", "peak_mem_mb",
-    "params",
+    "params", "load_avg", "x_vs_reference_fp32", "x_vs_compile_reference_fp32",
 ]  # fmt: skip
 LABELS = 40
+# Presets beside auggen.generator.PRESETS: the issue's narrow 64 px EDM2 layout (C = 64,
+# mult 1-2-3-4, 2 blocks, attention at 16 and 8).
+EXTRA_PRESETS = {"edm2-narrow64": ("edm2-img64-xs", dict(model_channels=64, num_blocks=2))}
+# Modes: fused (auggen.ops default backend), reference (plain PyTorch ops), compile (fused +
+# torch.compile), compile-reference (reference ops + torch.compile: "torch.compile of the
+# published code"). dtype "auto" is the precision policy's choice (auggen.runtime).
 
 
 def _reset_peak(device):
@@ -68,9 +82,19 @@ def _peak_mb(device) -> float:
 
 def _net(preset, res, mode, device, fmt):
     torch.manual_seed(0)
-    net = build_unet(preset, res, LABELS).to(device)
-    set_backend(net, "reference" if mode == "reference" else None)
+    base, kw = EXTRA_PRESETS.get(preset, (preset, {}))
+    net = build_unet(base, res, LABELS, **kw).to(device)
+    set_backend(net, "reference" if "reference" in mode else None)
     return set_memory_format(net, fmt)
+
+
+def _dtype(dtype: str, device) -> str:
+    """fp32 | bf16; "auto" is what the precision policy picks on ``device``."""
+    if dtype == "auto":
+        from auggen.runtime import use_bf16
+
+        return "bf16" if use_bf16("auto", device) else "fp32"
+    return dtype
 
 
 # Convolutions in the profile: oneDNN's (self time) and auggen's Winograd (the autograd nodes'
@@ -98,7 +122,7 @@ def conv_share(fn, device) -> float | str:
 
 def bench_train(preset, res, batch, mode, fmt, device, dtype, repeats):
     net = _net(preset, res, mode, device, fmt).train()
-    fwd = torch.compile(net) if mode == "compile" else net
+    fwd = torch.compile(net) if mode.startswith("compile") else net
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.99))
     y = torch.rand(batch, 3, res, res, device=device) * 2 - 1
     labels = torch.eye(LABELS, device=device)[torch.arange(batch) % LABELS]
@@ -130,7 +154,7 @@ def bench_sample(preset, res, batch, mode, fmt, device, dtype, num_steps, repeat
             range(batch),
             num_steps=num_steps,
             autocast=dtype == "bf16",
-            compile=mode == "compile",
+            compile=mode.startswith("compile"),
         )
 
     _reset_peak(device)
@@ -168,8 +192,25 @@ def _row(task, preset, res, mode, fmt, batch, num_steps, dtype, device, t, peak,
         "device": device_name(device), "conv_share": share, "ms_p20": round(t.p20, 2),
         "ms_p50": round(t.p50, 2), "ms_p80": round(t.p80, 2),
         "img_per_s": round(batch / (t.p50 / 1e3), 3), "peak_mem_mb": round(peak, 1),
-        "params": params,
+        "params": params, "load_avg": round(os.getloadavg()[0], 2),
     }  # fmt: skip
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Speed of each row over the fp32 reference rows (eager and compiled) of the same task,
+    preset, batch and layout, all measured in this run."""
+
+    def key(r):
+        return (r["task"], r["preset"], r["resolution"], r["batch"], r["memory_format"])
+
+    for col, mode in (
+        ("x_vs_reference_fp32", "reference"),
+        ("x_vs_compile_reference_fp32", "compile-reference"),
+    ):
+        base = {key(r): r["ms_p50"] for r in rows if r["mode"] == mode and r["dtype"] == "fp32"}
+        for r in rows:
+            if key(r) in base and r.get("ms_p50"):
+                r[col] = round(base[key(r)] / r["ms_p50"], 3)
 
 
 def main():
@@ -181,25 +222,42 @@ def main():
     ap.add_argument("--modes", default="fused,reference,compile")
     ap.add_argument("--memory-formats", default="auto", help="auto,contiguous,channels_last")
     ap.add_argument("--num-steps", type=int, default=8, help="sampler steps (2N-1 evals)")
+    ap.add_argument("--dtypes", default=None, help="fp32,bf16,auto (default: the preset's)")
+    ap.add_argument(
+        "--targets",
+        action="store_true",
+        help="issue 22's table: tiny 32 px (train 32, sample 64 images) and edm2-narrow64 "
+        "(train 8, sample 16); the default path (fused, auto precision) against the fp32 "
+        "reference ops, eager and compiled",
+    )
+    ap.add_argument("--no-loop", action="store_true", help="skip the train_generator rows")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rep = 3 if args.quick else 10
-    if device.type == "cuda":
-        configs = [("tiny", 32, 128, "bf16"), ("edm2-img64-s", 64, 64, "bf16")]
+    # (preset, resolution, train batch, sample batch, dtype)
+    if args.targets:
+        configs = [("tiny", 32, 32, 64, "fp32"), ("edm2-narrow64", 64, 8, 16, "fp32")]
+    elif device.type == "cuda":
+        configs = [("tiny", 32, 128, 128, "bf16"), ("edm2-img64-s", 64, 64, 64, "bf16")]
     else:
-        configs = [("tiny", 32, 32, "fp32"), ("micro", 32, 32, "fp32")]
+        configs = [("tiny", 32, 32, 16, "fp32"), ("micro", 32, 32, 16, "fp32")]
+    if args.targets:  # (mode, dtype) pairs: the default path and its two references
+        runs = [("fused", "auto"), ("reference", "fp32"), ("compile-reference", "fp32")]
     rows = []
-    for preset, res, batch, dtype in configs:
-        for mode, fmt in itertools.product(args.modes.split(","), args.memory_formats.split(",")):
+    for preset, res, batch, sb, base_dtype in configs:
+        dtypes = (args.dtypes or base_dtype).split(",")
+        if not args.targets:
+            runs = list(itertools.product(args.modes.split(","), dtypes))
+        for (mode, dtype), fmt in itertools.product(runs, args.memory_formats.split(",")):
+            dtype = _dtype(dtype, device)
             try:
                 t, peak, n, sh = bench_train(preset, res, batch, mode, fmt, device, dtype, rep)
                 rows.append(
                     _row("train", preset, res, mode, fmt, batch, "", dtype, device, t, peak, n, sh)
                 )
                 print(rows[-1], flush=True)
-                sb = min(batch, 16) if device.type == "cpu" else batch
                 t, peak, n, sh = bench_sample(
                     preset, res, sb, mode, fmt, device, dtype, args.num_steps, max(2, rep // 3)
                 )
@@ -210,17 +268,27 @@ def main():
                 print(rows[-1], flush=True)
             except Exception as e:  # e.g. no compiler for torch.compile: report, keep going
                 print(f"skip {preset} {mode} {fmt}: {type(e).__name__}: {e}", file=sys.stderr)
+        if args.no_loop or preset in EXTRA_PRESETS:
+            continue
         steps = 10 if args.quick else 50
         dt = bench_loop(preset, res, batch, steps, device)
         rate = steps * batch / dt
         print(f"train_generator {preset} {res}px batch {batch}: {rate:.1f} img/s", flush=True)
         rows.append({"task": "train_generator", "preset": preset, "resolution": res,
                      "mode": "fused", "memory_format": "auto", "batch": batch, "num_steps": "",
-                     "dtype": dtype,
+                     "dtype": _dtype("auto", device),  # GenTrainConfig's precision
+                     "load_avg": round(os.getloadavg()[0], 2),
                      "threads": torch.get_num_threads(), "device": device_name(device),
                      "ms_p20": "", "ms_p50": round(dt / steps * 1e3, 2), "ms_p80": "",
                      "img_per_s": round(rate, 3), "peak_mem_mb": round(_peak_mb(device), 1),
                      "params": ""})  # fmt: skip
+    add_ratios(rows)
+    for r in rows:
+        if r.get("x_vs_reference_fp32"):
+            print(f"{r['task']:<7} {r['preset']:<14} {r['mode']:<18} {r['dtype']:<5} "
+                  f"{r['ms_p50']:>10.1f} ms  x{r['x_vs_reference_fp32']} vs reference fp32, "
+                  f"x{r.get('x_vs_compile_reference_fp32', '')} vs its torch.compile "
+                  f"(load {r['load_avg']})", flush=True)  # fmt: skip
     if args.csv:
         os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
         tmp = args.csv + ".tmp"

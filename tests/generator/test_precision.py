@@ -135,3 +135,58 @@ def test_torchrun_ranks_agree_or_stop(tmp_path):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert got["same"] is True
         assert "different precisions" in got["differ"] and "rank 1: fp32" in got["differ"]
+
+
+def _loss_and_grads(dtype, backend, bf16, seen=None):
+    from auggen.generator import build_unet, set_backend, set_memory_format
+    from auggen.generator.layers import Block
+    from auggen.generator.train import edm2_loss
+
+    torch.manual_seed(0)
+    net = set_memory_format(build_unet("tiny", 16, 4), "channels_last")
+    with torch.no_grad():  # non-zero gains, so every layer shapes the output and gradients
+        for name, p in net.named_parameters():
+            if "gain" in name:
+                p.fill_(1.0 if name == "unet.out_gain" else 0.5)
+    net = set_backend(net, backend).to(dtype)
+    for m in net.modules() if seen is not None else ():
+        if isinstance(m, Block):  # which dtype the activations between blocks have
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(4, 3, 16, 16, generator=g) * 2 - 1).to(dtype)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 3.0], dtype=dtype).view(-1, 1, 1, 1)
+    noise = torch.randn(4, 3, 16, 16, generator=g).to(dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = edm2_loss(net, y, torch.eye(4).to(dtype), sigma, noise, 0.5)
+    assert loss.dtype == dtype  # the loss stays in the master precision
+    loss.mean().backward()
+    grads = {n: p.grad.double() for n, p in net.named_parameters() if p.grad is not None}
+    return loss.detach().double(), grads
+
+
+def test_bf16_unet_with_fused_ops_tracks_fp64_forward_and_backward(one_thread):
+    """The tiny UNet under bf16 autocast on the fused CPU ops (they read and write bf16 and
+    accumulate in fp32) against the plain-PyTorch reference in fp64: per-element losses within
+    1 % (norm-wise), all gradients together within 1 %, each weight's within 10 % (not the
+    scalar gains': one sum of many bf16 products that cancel). fp32 on this path: 1e-5."""
+    from auggen.ops._backend import resolve
+
+    seen = []
+    loss64, grads64 = _loss_and_grads(torch.float64, "reference", False)
+    loss16, grads16 = _loss_and_grads(torch.float32, None, True, seen)
+    # the blocks' activations were bf16, and the fused CPU kernels take bf16
+    assert seen and set(seen) == {torch.bfloat16}
+    assert resolve(None, torch.zeros(2, 2, dtype=torch.bfloat16)) == "cpu"
+
+    def rel(a, b):
+        return ((a - b).norm() / b.norm()).item()
+
+    def flat(g):
+        return torch.cat([g[k].flatten() for k in sorted(grads64)])
+
+    assert rel(loss16, loss64) < 1e-2
+    assert rel(flat(grads16), flat(grads64)) < 1e-2
+    worst = max((rel(grads16[k], grads64[k]), k) for k in grads64 if grads64[k].ndim > 1)
+    assert worst[0] < 0.1, worst
+    loss32, grads32 = _loss_and_grads(torch.float32, None, False)
+    assert rel(loss32, loss64) < 1e-5 and rel(flat(grads32), flat(grads64)) < 1e-5
