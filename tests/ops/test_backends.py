@@ -312,6 +312,35 @@ def test_triton_sync_names_the_op(monkeypatch):
         pass
 
 
+def test_triton_launches_run_on_their_tensors_device(monkeypatch):
+    """The guard makes the tensor's GPU current around the launch (Triton launches on the
+    current device), and AUGGEN_CUDA_SYNC waits for that device afterwards."""
+    import contextlib
+    import types
+
+    from auggen.kernels.triton import launch
+
+    events = []
+
+    @contextlib.contextmanager
+    def device(d):
+        events.append(("enter", str(d)))
+        yield
+        events.append(("exit", str(d)))
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: events.append(("sync", str(d))))
+    x = types.SimpleNamespace(is_cuda=True, device=torch.device("cuda:1"))
+    for sync in (False, True):
+        monkeypatch.setattr(launch, "SYNC", sync)
+        with launch.on_device("mp_silu_fwd", x):
+            events.append(("launch", ""))
+    assert events == [("enter", "cuda:1"), ("launch", ""), ("exit", "cuda:1"),
+                      ("enter", "cuda:1"), ("launch", ""), ("sync", "cuda:1"),
+                      ("exit", "cuda:1")]  # fmt: skip
+
+
 _FAULT_SCRIPT = r"""
 import json, warnings, torch
 from auggen import ops
@@ -387,3 +416,25 @@ def test_pipeline_log_names_the_backends(tmp_path, fresh_verdicts):
     run_pipeline(Cfg(), tmp_path, reg, log=lines.append)
     noted = [s for s in lines if "ops backends:" in s]
     assert noted == ["[a] ops backends: cpu@cpu fp32 ok"]  # once, after the stage that used them
+
+
+@pytest.mark.parametrize("family", ["elementwise", "pixel_norm", "modulate"])
+def test_every_triton_launch_sits_in_a_device_guard(family):
+    """Read from the source: each ``<kernel>[grid](...)`` launch of these launchers is inside
+    ``with on_device(...)``."""
+    import ast
+
+    path = ROOT / "kernels" / "triton" / f"{family}.py"
+    tree = ast.parse(path.read_text())
+    guarded, launches = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and any(
+            isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "id", "") ==
+            "on_device" for i in node.items
+        ):  # fmt: skip
+            guarded |= {id(n) for n in ast.walk(node)}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript):
+            launches.append(node)
+    assert launches, f"no launches found in {path}"
+    assert all(id(n) in guarded for n in launches), [ast.unparse(n)[:60] for n in launches
+                                                     if id(n) not in guarded]  # fmt: skip
