@@ -132,7 +132,7 @@ def print_plan(args, cfg, out: Path) -> int:
         from auggen.runtime import check_device
 
         check_device(device)
-        print(f"[plan] calibrating on {device} (a few seconds) ...", flush=True)
+        print(f"[plan] calibrating on {device} ...", flush=True)
         cal = calibrate(cfg, size.classes, device, cfg.threads)
     else:
         raise ValueError(
