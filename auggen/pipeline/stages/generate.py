@@ -59,7 +59,7 @@ __all__ = ["identity_conditions", "identity_sources", "run"]
 def mixing_weights(cfg, in_dirs) -> tuple[float | None, float | None, str]:
     g = cfg.generate
     if g.mix == "score":
-        return None, None, "score mixing (no grid search)"
+        return None, None, "score mixing: convex weights, no (alpha, beta)"
     if g.alpha is not None:
         return g.alpha, g.beta, "generate.alpha/beta (config)"
     best = read_json(in_dirs["grid"] / "best.json")
