@@ -438,3 +438,35 @@ def test_every_triton_launch_sits_in_a_device_guard(family):
     assert launches, f"no launches found in {path}"
     assert all(id(n) in guarded for n in launches), [ast.unparse(n)[:60] for n in launches
                                                      if id(n) not in guarded]  # fmt: skip
+
+
+def test_gpu_order_falls_through_dropped_backends(fresh_verdicts, monkeypatch):
+    """The CUDA-tensor order (cuda, then triton, then reference) with made-up verdicts: what
+    resolve() only reads of a tensor is its device and dtype."""
+    import types
+
+    monkeypatch.setattr(_backend, "AVAILABLE", ("reference", "cpu", "triton", "cuda"))
+    monkeypatch.setattr(_backend, "GPU_ORDER", ("cuda", "triton"))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    broken = {"cuda"}
+
+    def fake_selftest(backend, device, dtype, fail):
+        if backend in broken:
+            raise _selftest.SelfTestError("mp_silu", "CUDA driver version is insufficient (35)")
+        return 6
+
+    monkeypatch.setattr(_selftest, "run_selftest", fake_selftest)
+    x = types.SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.bfloat16)
+    with pytest.warns(RuntimeWarning, match="'cuda' dropped on cuda:0.*now use triton then ref"):
+        assert _backend.resolve(None, x) == "triton"
+    with pytest.raises(RuntimeError, match="'cuda' failed its self-test on cuda:0"):
+        _backend.resolve("cuda", x)
+    assert _backend.resolve("triton", x) == "triton"
+    broken.add("triton")
+    y = types.SimpleNamespace(device=torch.device("cuda:1"), dtype=torch.float32)
+    with pytest.warns(RuntimeWarning):
+        assert _backend.resolve(None, y) == "reference"  # both dropped on cuda:1
+    assert _backend.resolve(None, x) == "triton"  # cuda:0's verdicts stand
+    report = ops.backend_report()
+    assert "cuda on cuda:0 (fp16/bf16): DROPPED: mp_silu failed" in report
+    assert "triton on cuda:1 (fp32): DROPPED" in report
