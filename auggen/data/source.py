@@ -109,16 +109,17 @@ class RecordIOSource(ImageSource):
     reads them once from the record headers, see ``scan_recordio``)."""
 
     def __init__(self, path, keys, labels, num_classes: int, size: int):
-        from auggen.data.recordio import _paths, read_index
+        from auggen.data.recordio import IndexTable, _paths
 
         self.rec, idx_path = _paths(path)
-        index = read_index(idx_path)
+        index = IndexTable.read(idx_path)
         keys = np.asarray(keys, np.int64)
-        missing = [int(k) for k in keys[:1000] if int(k) not in index]
-        if missing:
-            raise ValueError(f"{idx_path}: keys {missing[:5]} are not in the index")
+        pos, found = index.find(keys)
+        if not found.all():
+            missing = keys[~found][:5].tolist()
+            raise ValueError(f"{idx_path}: keys {missing} are not in the index")
         self.keys = keys
-        self.offsets = np.array([index[int(k)] for k in keys], np.int64)
+        self.offsets = index.offsets[pos]
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.num_classes, self.size = int(num_classes), int(size)
         self._fh = None
