@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from auggen import runtime
+from auggen import runtime, training_loop
 from auggen.data.loader import step_loader, training_source
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
@@ -49,8 +48,7 @@ from auggen.generator.loading import (  # noqa: F401  (load_generator: public re
 from auggen.generator.presets import PRESETS, build_unet
 from auggen.generator.sample_grid import save_sample_grid
 from auggen.generator.unet import Precond
-from auggen.training_guard import LossGuard, StepLosses
-from auggen.training_log import TrainingLog, grad_norm
+from auggen.training_log import grad_norm
 
 
 @dataclass(frozen=True)
@@ -203,147 +201,197 @@ def train_generator(
 
 
 def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress: bool, init):
-    device, rank, world = rt.device, rt.rank, rt.world_size
-    b_local = runtime.per_rank_batch(cfg.batch_size, world)
-    label_dim = int(cfg.label_dim if cfg.label_dim is not None else source.num_classes)
-    if int(source.labels.max()) >= label_dim:
-        raise ValueError(f"labels reach {int(source.labels.max())} but label_dim={label_dim}")
-    channels = int(source.read([0]).shape[1])  # also fails early on an unreadable source
-    meta = _net_meta(cfg, label_dim, channels)
+    task = _GenTask(cfg, source, out_dir, rt, progress, init)
+    training_loop.run(task, rt, out_dir, progress)
+    return task.ema.emas[0].eval()
 
-    torch.manual_seed(cfg.seed)
-    net = build_unet(
-        cfg.preset, cfg.resolution, label_dim, meta["img_channels"], **meta["overrides"]
-    )
-    if init is not None:  # before the EMAs, which start as copies of the net
-        load_weights(net, init, "the init weights (pipeline pretrained.gen)")
-    net = net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
-    ema = PowerFunctionEMA(net, cfg.ema_stds)
-    step, history = 0, []
-    guard = LossGuard(cfg.divergence_factor)
 
-    ck = load_checkpoint(out_dir, device)
-    if ck is not None:
-        state, tensors = ck
-        _check_resume(meta, state, out_dir)
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        ema.load_state_dict({k: v for k, v in tensors.items() if k.startswith("ema")})
-        opt.load_state_dict(join_optimizer_state(tensors, state["optimizer"]))
-        step, history = int(state["step"]), list(state["history"])
-        guard.load_state_dict(state.get("loss_guard"))
-        guard.note_checkpoint(step, str(out_dir / STATE_JSON))
-    tb = TrainingLog(out_dir / "tensorboard", cfg.tensorboard, rank == 0, step if ck else None)
+class _GenTask:
+    """What one generator step is, for ``auggen.training_loop`` (one epoch of all steps)."""
 
-    # Precision: the same on every rank (or the run stops), said once, kept in checkpoints.
-    bf16, why = runtime.agreed_precision(cfg.precision, device, "train_gen", rt)
-    if rank == 0 and progress:
-        print(f"[train_gen] precision {why}", flush=True)
-    precision = {"used": "bf16" if bf16 else "fp32", "why": why}
+    name, epochs, check_every, compile = "train_gen", 1, 1, False
 
-    model = net
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
+    def __init__(self, cfg: GenTrainConfig, source, out_dir: Path, rt, progress: bool, init):
+        # Data.
+        self.cfg, self.source, self.out_dir, self.rt = cfg, source, out_dir, rt
+        self.progress = progress
+        self.b_local = runtime.per_rank_batch(cfg.batch_size, rt.world_size)
+        label_dim = int(cfg.label_dim if cfg.label_dim is not None else source.num_classes)
+        if int(source.labels.max()) >= label_dim:
+            raise ValueError(f"labels reach {int(source.labels.max())} but label_dim={label_dim}")
+        self.label_dim = label_dim
+        self.channels = int(source.read([0]).shape[1])  # also fails early on an unreadable source
+        self.meta = _net_meta(cfg, label_dim, self.channels)
+
+        # Network, optimizer, EMAs.
+        torch.manual_seed(cfg.seed)
+        net = build_unet(
+            cfg.preset,
+            cfg.resolution,
+            label_dim,
+            self.meta["img_channels"],
+            **self.meta["overrides"],
         )
-    fwd = torch.compile(model) if cfg.compile else model
-    total = cfg.total_steps
-    batches = step_loader(
-        GenStepBatches(cfg, source, channels, rank, world),
-        step,
-        total,
-        cfg.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+        if init is not None:  # before the EMAs, which start as copies of the net
+            load_weights(net, init, "the init weights (pipeline pretrained.gen)")
+        self.model = net.to(rt.device).train()
+        self.opt = torch.optim.Adam(
+            net.parameters(), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps
+        )
+        self.ema = PowerFunctionEMA(net, cfg.ema_stds)
+        self.history: list[dict] = []
+        self.steps_per_epoch = cfg.total_steps
+        self.divergence_factor, self.tensorboard = cfg.divergence_factor, cfg.tensorboard
+        self.resumed_step = None
 
-    def checkpoint(step):
-        if rank == 0:
-            opt_t, opt_meta = split_optimizer_state(opt)
-            tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
-            tensors.update(ema.state_dict())
-            tensors.update(opt_t)
-            state = dict(
-                meta,
-                config=_jsonable(cfg),
-                optimizer=opt_meta,
-                history=history,
-                ema_stds=list(cfg.ema_stds),
-                rng={"scheme": "SeedSequence([seed, step]) per step", "seed": cfg.seed},
-                loss_guard=guard.state_dict(),
-                precision=precision,
-            )
-            save_checkpoint(out_dir, step, tensors, state, keep=cfg.keep_checkpoints)
-            _write_history(out_dir, history)
-        guard.note_checkpoint(step, str(out_dir / STATE_JSON))
-        runtime.barrier(f"train_gen checkpoint at step {step}", rt)
+    # Resume.
+    def resume(self, loop) -> training_loop.Resumed | None:
+        ck = load_checkpoint(self.out_dir, self.rt.device)
+        if ck is None:
+            return None
+        state, tensors = ck
+        _check_resume(self.meta, state, self.out_dir)
+        self.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        self.ema.load_state_dict({k: v for k, v in tensors.items() if k.startswith("ema")})
+        self.opt.load_state_dict(join_optimizer_state(tensors, state["optimizer"]))
+        self.resumed_step, self.history = int(state["step"]), list(state["history"])
+        where = str(self.out_dir / STATE_JSON)
+        return training_loop.Resumed(
+            self.resumed_step, 0, self.resumed_step, state.get("loss_guard"), where
+        )
 
-    # Every step's loss is judged (all ranks alike) before its update, so no snapshot or
-    # checkpoint is ever written from a step with a diverged loss.
-    step_losses = StepLosses(guard, every=1, world_size=world)
-    bar = tqdm(total=total, initial=step, disable=not progress or rank != 0, desc="train_gen")
-    loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
-    for batch in batches:
-        lr = cfg.learning_rate(step)
-        for group in opt.param_groups:
-            group["lr"] = lr
+    def prepare(self, loop) -> list:
+        # Precision: the same on every rank (or the run stops), said once, kept in checkpoints.
+        self.bf16, why = runtime.agreed_precision(
+            self.cfg.precision, self.rt.device, "train_gen", self.rt
+        )
+        if self.rt.rank == 0 and self.progress:
+            print(f"[train_gen] precision {why}", flush=True)
+        self.precision = {"used": "bf16" if self.bf16 else "fp32", "why": why}
+        cfg = self.cfg
+        return [
+            _GenHistory(self),
+            training_loop.Periodic(cfg.snapshot_every, self._snapshot),
+            training_loop.Periodic(cfg.sample_grid_every, self._sample_grid),
+        ]
+
+    def bar_args(self, epoch: int) -> dict:
+        return {"desc": "train_gen"}
+
+    def epoch_batches(self, loop):
+        batches = GenStepBatches(
+            self.cfg, self.source, self.channels, self.rt.rank, self.rt.world_size
+        )
+        pin = self.rt.device.type == "cuda"
+        return step_loader(
+            batches, loop.step, self.cfg.total_steps, self.cfg.num_workers, pin_memory=pin
+        )
+
+    # One step.
+    def forward(self, loop, batch) -> torch.Tensor:
+        device, cfg = self.rt.device, self.cfg
+        self.lr = cfg.learning_rate(loop.step)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr
         y = batch["y"].to(device, non_blocking=True)
         sigma = batch["sigma"].to(device, non_blocking=True)
         noise = batch["noise"].to(device, non_blocking=True)
         labels = None
-        if label_dim:
+        if self.label_dim:
             # Per batch: a dense N x classes one-hot would not fit for WebFace-sized sets.
-            labels = F.one_hot(batch["labels"].to(device), label_dim).to(torch.float32)
+            labels = F.one_hot(batch["labels"].to(device), self.label_dim).to(torch.float32)
         torch.manual_seed(int(batch["seed"]))  # dropout
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = edm2_loss(fwd, y, labels, sigma, noise, cfg.sigma_data)
-        step_losses.add(step + 1, loss)
-        (loss.sum() / b_local).backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return edm2_loss(loop.train_model, y, labels, sigma, noise, cfg.sigma_data)
+
+    def update(self, loop, loss: torch.Tensor) -> None:
+        net, cfg = self.model, self.cfg
+        (loss.sum() / self.b_local).backward()
         for p in net.parameters():
             if p.grad is not None:
                 torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
-        log_now = (step + 1) % cfg.log_every == 0 or step + 1 == total
-        norm = grad_norm(net.parameters()) if tb.active and log_now else None
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        ema.update(net, t_next=step * cfg.batch_size, t_delta=cfg.batch_size)
+        step = loop.step + 1
+        log_now = step % cfg.log_every == 0 or step == cfg.total_steps
+        self.norm = grad_norm(net.parameters()) if loop.tb.active and log_now else None
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(net, t_next=step * cfg.batch_size, t_delta=cfg.batch_size)
 
-        loss_acc += float(loss.detach().mean())
-        n_acc += 1
-        if step % cfg.log_every == 0 or step == total:
-            dt = time.perf_counter() - t0
-            rate = n_acc * cfg.batch_size / max(dt, 1e-9)
-            history.append(
+    # Checkpoints.
+    def checkpoint_due(self, loop) -> bool:
+        return loop.step % self.cfg.checkpoint_every == 0 or loop.step == self.cfg.total_steps
+
+    def end_epoch(self, loop) -> bool:
+        return False  # the last step's checkpoint is due above
+
+    def save(self, loop, epoch_end: bool) -> str:
+        cfg = self.cfg
+        if self.rt.rank == 0:
+            opt_t, opt_meta = split_optimizer_state(self.opt)
+            tensors = {f"net.{k}": v for k, v in self.model.state_dict().items()}
+            tensors.update(self.ema.state_dict())
+            tensors.update(opt_t)
+            state = dict(
+                self.meta,
+                config=_jsonable(cfg),
+                optimizer=opt_meta,
+                history=self.history,
+                ema_stds=list(cfg.ema_stds),
+                rng={"scheme": "SeedSequence([seed, step]) per step", "seed": cfg.seed},
+                loss_guard=loop.guard.state_dict(),
+                precision=self.precision,
+            )
+            save_checkpoint(self.out_dir, loop.step, tensors, state, keep=cfg.keep_checkpoints)
+            _write_history(self.out_dir, self.history)
+        return str(self.out_dir / STATE_JSON)
+
+    def finish(self, loop) -> None:
+        if self.resumed_step == loop.step and self.rt.rank == 0:
+            _write_history(self.out_dir, self.history)  # a finished run, resumed
+
+    # Callbacks (rank 0).
+    def _snapshot(self, loop) -> None:
+        cfg, step = self.cfg, loop.step
+        save_snapshot(
+            self.out_dir / "ema_snapshots",
+            step,
+            self.ema.snapshot(cfg.snapshot_dtype),
+            {"step": str(step), "stds": ",".join(map(str, cfg.ema_stds))},
+            keep=cfg.max_snapshots,
+        )
+
+    def _sample_grid(self, loop) -> None:
+        grid = save_sample_grid(self.ema.emas[0], self.out_dir, loop.step, self.bf16)
+        loop.tb.image("samples", loop.step, grid)
+
+
+class _GenHistory(training_loop.Callback):
+    """The mean loss and img/s every ``log_every`` steps: history, TensorBoard, progress."""
+
+    def __init__(self, task: _GenTask):
+        self.task, self.loss_acc, self.n_acc, self.t0 = task, 0.0, 0, time.perf_counter()
+
+    def on_step(self, loop) -> None:
+        task, cfg, step = self.task, self.task.cfg, loop.step
+        self.loss_acc += float(loop.loss.detach().mean())
+        self.n_acc += 1
+        if step % cfg.log_every == 0 or step == cfg.total_steps:
+            dt = time.perf_counter() - self.t0
+            rate = self.n_acc * cfg.batch_size / max(dt, 1e-9)
+            loss = self.loss_acc / self.n_acc
+            task.history.append(
                 dict(
                     step=step,
                     kimg=step * cfg.batch_size / 1000,
-                    loss=loss_acc / n_acc,
-                    lr=lr,
+                    loss=loss,
+                    lr=task.lr,
                     img_per_s=rate,
                 )
             )
-            scalars = {"train/loss": loss_acc / n_acc, "train/lr": lr, "train/img_per_s": rate}
-            tb.scalars(step, {**scalars, "train/grad_norm": norm})
-            bar.set_postfix(loss=f"{loss_acc / n_acc:.4f}", img_s=f"{rate:.1f}")
-            loss_acc, n_acc, t0 = 0.0, 0, time.perf_counter()
-        bar.update(1)
-        if cfg.snapshot_every and step % cfg.snapshot_every == 0 and rank == 0:
-            save_snapshot(
-                out_dir / "ema_snapshots",
-                step,
-                ema.snapshot(cfg.snapshot_dtype),
-                {"step": str(step), "stds": ",".join(map(str, cfg.ema_stds))},
-                keep=cfg.max_snapshots,
-            )
-        if cfg.sample_grid_every and step % cfg.sample_grid_every == 0 and rank == 0:
-            tb.image("samples", step, save_sample_grid(ema.emas[0], out_dir, step, bf16))
-        if step % cfg.checkpoint_every == 0 or step == total:
-            checkpoint(step)
-    bar.close()
-    tb.close()
-    if ck is not None and step == int(ck[0]["step"]) and rank == 0:
-        _write_history(out_dir, history)
-    return ema.emas[0].eval()
+            scalars = {"train/loss": loss, "train/lr": task.lr, "train/img_per_s": rate}
+            loop.tb.scalars(step, {**scalars, "train/grad_norm": task.norm})
+            loop.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+            self.loss_acc, self.n_acc, self.t0 = 0.0, 0, time.perf_counter()
 
 
 def _jsonable(cfg: GenTrainConfig) -> dict:

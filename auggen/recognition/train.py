@@ -30,13 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from auggen import runtime as D
+from auggen import training_loop
 from auggen.data.loader import step_loader, training_source
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
-from auggen.faults import fault_point
 from auggen.files import load_safetensors, load_torch_weights, read_json
 from auggen.recognition.augment import AugmentConfig, augment_batch
 from auggen.recognition.batches import (
@@ -59,8 +58,7 @@ from auggen.recognition.iresnet import build_backbone, memory_format_for
 from auggen.recognition.partial_fc import sample_classes
 from auggen.recognition.periodic_verification import PeriodicVerification
 from auggen.recognition.schedule import SCHEDULES, LRSchedule
-from auggen.training_guard import LossGuard, StepLosses
-from auggen.training_log import TrainingLog, grad_norm
+from auggen.training_log import grad_norm
 
 AMP_MODES = ("auto", "bf16", "off")
 # Fields that may change between a run and its resumption.
@@ -249,186 +247,253 @@ def train_fr(
 
 
 def _train(cfg, source, out, device, progress, info, init=None) -> nn.Module:
-    D.per_rank_batch(cfg.batch_size, info.world_size)  # a clear error before any work
-    steps = len(source) // cfg.batch_size
-    if steps == 0:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} (global) exceeds the {len(source)} images; "
-            "lower batch_size"
-        )
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_json(cfg.to_dict(), out / "config.json")
-    torch.manual_seed(cfg.seed)
-    backbone = build_backbone(
-        cfg.backbone, cfg.input_size, cfg.embedding_size, width=cfg.width, dropout=cfg.dropout
-    )
-    if init is not None:
-        try:
-            backbone.load_state_dict(init)
-        except RuntimeError as e:
+    task = _FRTask(cfg, source, out, info, init)
+    training_loop.run(task, info, out, progress)
+    return task.backbone.eval()
+
+
+class _FRTask:
+    """What one FR step is, for ``auggen.training_loop`` (epochs of ``len // batch`` steps)."""
+
+    name, compile = "train_fr", False
+
+    def __init__(self, cfg: FRTrainConfig, source, out: Path, info, init):
+        # Data.
+        D.per_rank_batch(cfg.batch_size, info.world_size)  # a clear error before any work
+        steps = len(source) // cfg.batch_size
+        if steps == 0:
             raise ValueError(
-                f"the init weights do not fit fr.backbone={cfg.backbone!r} (width {cfg.width}, "
-                f"{cfg.input_size} px, {cfg.embedding_size}-d): {str(e).splitlines()[0]}"
-            ) from None
-    head = build_head(cfg.head, cfg.embedding_size, source.num_classes, **cfg.head_kwargs)
-    model = FRModel(backbone, head).to(device)
-    memory_format, why = memory_format_for(model, device, cfg.channels_last)
-    if memory_format != torch.channels_last and cfg.channels_last and info.is_main:
-        print(f"[train_fr] activations {why}", flush=True)
-    model = model.to(memory_format=memory_format)
-    optimizer = _optimizer(model, cfg)
-    schedule = LRSchedule(
-        cfg.lr,
-        cfg.epochs * steps,
-        round(cfg.warmup_epochs * steps),
-        cfg.schedule,
-        tuple(m * steps for m in cfg.milestones),
-        cfg.lr_gamma,
-    )
-    amp_dtype = _amp_dtype(cfg, device)
-
-    start_epoch, step, history = 0, 0, []
-    guard = LossGuard(cfg.divergence_factor)
-    ckpt_path = out / "checkpoint.pt"
-    ckpt = load_run_checkpoint(ckpt_path, cfg, device, _RESUMABLE)
-    first, partial = 0, None  # where the first epoch resumes, and its totals so far
-    if ckpt is not None:
-        backbone.load_state_dict(ckpt["backbone"])
-        head.load_state_dict(ckpt["head"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
-        first, partial = resume_point(ckpt, steps, ckpt_path)
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        guard.load_state_dict(ckpt.get("loss_guard"))
-        guard.note_checkpoint(step, checkpoint_label(ckpt_path, start_epoch, partial))
-    resume_step = step if ckpt is not None else None
-    tb = TrainingLog(out / "tensorboard", cfg.tensorboard, info.is_main, resume_step)
-    verify = PeriodicVerification(
-        cfg.verify_bins,
-        cfg.verify_every_steps,
-        cfg.input_size,
-        out,
-        device,
-        info.is_main,
-        step,
-    )
-    # All ranks judge the same all-reduced losses, so they stop together (no rank hangs).
-    step_losses = StepLosses(guard, every=_CHECK_EVERY, world_size=info.world_size)
-    D.barrier("train_fr start", info)
-    train_model = model
-    if info.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-    def save(epoch: int, partial):
-        """``epoch`` epochs done (+ ``partial`` totals of the next one, inside it)."""
-        step_losses.flush()  # judge every loss before writing
+                f"batch_size {cfg.batch_size} (global) exceeds the {len(source)} images; "
+                "lower batch_size"
+            )
         if info.is_main:
-            state = guard.state_dict()
-            _save_checkpoint(ckpt_path, cfg, model, optimizer, epoch, step, history, state, partial)
-        guard.note_checkpoint(step, checkpoint_label(ckpt_path, epoch, partial))
+            out.mkdir(parents=True, exist_ok=True)
+            save_json(cfg.to_dict(), out / "config.json")
+        self.cfg, self.source, self.out, self.info = cfg, source, out, info
+        self.epochs, self.steps_per_epoch = cfg.epochs, steps
+        self.divergence_factor, self.tensorboard = cfg.divergence_factor, cfg.tensorboard
+        self.check_every = _CHECK_EVERY
+        self.ckpt_path = out / "checkpoint.pt"
+        self.history: list[dict] = []
+        self.partial = None  # the resumed epoch's totals so far
 
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        augment_in_workers = cfg.num_workers > 0
-        batches = EpochBatches(source, cfg, epoch, info, steps, augment_in_workers)
-        loader = step_loader(
-            batches, first, steps, cfg.num_workers, pin_memory=device.type == "cuda"
+        # Model, optimizer, schedule.
+        self._build_model(init)
+        self.optimizer = _optimizer(self.model, cfg)
+        self.schedule = LRSchedule(
+            cfg.lr,
+            cfg.epochs * steps,
+            round(cfg.warmup_epochs * steps),
+            cfg.schedule,
+            tuple(m * steps for m in cfg.milestones),
+            cfg.lr_gamma,
         )
-        bar = tqdm(
-            total=steps,
-            initial=first,
-            desc=f"fr epoch {epoch + 1}/{cfg.epochs}",
-            unit="step",
-            disable=not (progress and info.is_main),
-            leave=False,
+        self.amp_dtype = _amp_dtype(cfg, info.device)
+
+    def _build_model(self, init) -> None:
+        cfg, source, info = self.cfg, self.source, self.info
+        torch.manual_seed(cfg.seed)
+        backbone = build_backbone(
+            cfg.backbone, cfg.input_size, cfg.embedding_size, width=cfg.width, dropout=cfg.dropout
+        )
+        if init is not None:
+            try:
+                backbone.load_state_dict(init)
+            except RuntimeError as e:
+                raise ValueError(
+                    f"the init weights do not fit fr.backbone={cfg.backbone!r} (width "
+                    f"{cfg.width}, {cfg.input_size} px, {cfg.embedding_size}-d): "
+                    f"{str(e).splitlines()[0]}"
+                ) from None
+        head = build_head(cfg.head, cfg.embedding_size, source.num_classes, **cfg.head_kwargs)
+        model = FRModel(backbone, head).to(info.device)
+        memory_format, why = memory_format_for(model, info.device, cfg.channels_last)
+        if memory_format != torch.channels_last and cfg.channels_last and info.is_main:
+            print(f"[train_fr] activations {why}", flush=True)
+        self.model = model.to(memory_format=memory_format)
+        self.backbone, self.head, self.memory_format = backbone, head, memory_format
+
+    # Resume.
+    def resume(self, loop) -> training_loop.Resumed | None:
+        ckpt = load_run_checkpoint(self.ckpt_path, self.cfg, self.info.device, _RESUMABLE)
+        if ckpt is None:
+            return None
+        self.backbone.load_state_dict(ckpt["backbone"])
+        self.head.load_state_dict(ckpt["head"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        epoch, step, self.history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        first, self.partial = resume_point(ckpt, self.steps_per_epoch, self.ckpt_path)
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        where = checkpoint_label(self.ckpt_path, epoch, self.partial)
+        return training_loop.Resumed(step, epoch, first, ckpt.get("loss_guard"), where)
+
+    def prepare(self, loop) -> list:
+        cfg, info = self.cfg, self.info
+        verify = PeriodicVerification(
+            cfg.verify_bins,
+            cfg.verify_every_steps,
+            cfg.input_size,
+            self.out,
+            info.device,
+            info.is_main,
+            loop.step,
+        )
+        return [_FRStepLog(self), _FRVerification(self, verify), _FRProgress(self)]
+
+    def bar_args(self, epoch: int) -> dict:
+        return {"desc": f"fr epoch {epoch + 1}/{self.cfg.epochs}", "unit": "step", "leave": False}
+
+    def epoch_batches(self, loop):
+        cfg, info, device = self.cfg, self.info, self.info.device
+        self.model.train()
+        self.augment_in_workers = cfg.num_workers > 0
+        steps = self.steps_per_epoch
+        batches = EpochBatches(self.source, cfg, loop.epoch, info, steps, self.augment_in_workers)
+        loader = step_loader(
+            batches, loop.first, steps, cfg.num_workers, pin_memory=device.type == "cuda"
         )
         # Loss sum, correct, samples; kept on the device so a step never waits for the GPU.
         # A run resumed inside the epoch starts from the saved (all-ranks) totals on rank 0.
-        totals = torch.zeros(3, dtype=torch.float64, device=device)
-        seconds_before = float(partial["seconds"]) if partial is not None else 0.0
+        self.totals = torch.zeros(3, dtype=torch.float64, device=device)
+        partial = self.partial
+        self.seconds_before = float(partial["seconds"]) if partial is not None else 0.0
         if partial is not None and info.is_main:
-            totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
-        t0 = t_log = time.perf_counter()
-        i_log = first
-        for i, (x, y) in enumerate(loader, start=first):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if not augment_in_workers:
-                g = seeded_generator(cfg.seed, epoch, i, info.rank)
-                x = augment_batch(to_model_input(x), cfg.augment, g)
-            x = x.contiguous(memory_format=memory_format)
-            classes = None
-            if cfg.partial_fc_rate < 1.0:
-                g = seeded_generator(cfg.seed, epoch, i, info.rank, 1)
-                classes, y = sample_classes(y, source.num_classes, cfg.partial_fc_rate, g)
-            lr = schedule(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits = train_model(x, y, classes, amp_dtype)
-            loss = F.cross_entropy(logits, y)
-            step_losses.add(step + 1, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            log_now = tb.active and (step + 1) % _LOG_EVERY == 0
-            norm = grad_norm(model.parameters()) if log_now else None
-            optimizer.step()
-            step += 1
-            if log_now:
-                now = time.perf_counter()
-                rate = (i + 1 - i_log) * cfg.batch_size / (now - t_log)
-                tb.scalars(step, _step_scalars(loss, lr, rate, norm, head))
-                t_log, i_log = now, i + 1
-            if verify.due(step):
-                tb.scalars(step, verify.run(backbone, step, step / steps))
-            with torch.no_grad():
-                correct = (logits.argmax(1) == y).sum()
-                totals += torch.stack([loss.detach() * len(y), correct, correct.new_tensor(len(y))])
-            if not bar.disable and (i % _BAR_EVERY == 0 or i + 1 == steps):
-                rate = (i + 1 - first) * cfg.batch_size / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-            bar.update()
-            every = cfg.checkpoint_every_steps
-            if every and step % every == 0 and i + 1 < steps:  # an epoch end saves below
-                done = D.all_reduce_sum(totals.clone(), info).tolist()
-                seconds = seconds_before + time.perf_counter() - t0
-                save(epoch, {"totals": done, "seconds": seconds})
-                D.barrier("train_fr checkpoint", info)
-                fault_point("train_fr.step", step)
-        bar.close()
-        step_losses.flush()  # judge the epoch's last losses before its history/checkpoint
-        D.all_reduce_sum(totals, info)
-        totals = totals.cpu()
-        D.broadcast_buffers(model, info)
-        seconds = seconds_before + time.perf_counter() - t0
-        first, partial = 0, None
-        history.append(
+            self.totals += torch.tensor(partial["totals"], dtype=torch.float64, device=device)
+        return loader
+
+    # One step.
+    def forward(self, loop, batch) -> torch.Tensor:
+        cfg, info, device = self.cfg, self.info, self.info.device
+        x, y = batch
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if not self.augment_in_workers:
+            g = seeded_generator(cfg.seed, loop.epoch, loop.i, info.rank)
+            x = augment_batch(to_model_input(x), cfg.augment, g)
+        x = x.contiguous(memory_format=self.memory_format)
+        classes = None
+        if cfg.partial_fc_rate < 1.0:
+            g = seeded_generator(cfg.seed, loop.epoch, loop.i, info.rank, 1)
+            classes, y = sample_classes(y, self.source.num_classes, cfg.partial_fc_rate, g)
+        self.lr = self.schedule(loop.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        self.logits, self.y = loop.train_model(x, y, classes, self.amp_dtype), y
+        return F.cross_entropy(self.logits, y)
+
+    def update(self, loop, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.log_now = loop.tb.active and (loop.step + 1) % _LOG_EVERY == 0
+        self.norm = grad_norm(self.model.parameters()) if self.log_now else None
+        self.optimizer.step()
+        with torch.no_grad():
+            y = self.y
+            correct = (self.logits.argmax(1) == y).sum()
+            self.totals += torch.stack(
+                [loss.detach() * len(y), correct, correct.new_tensor(len(y))]
+            )
+
+    # Checkpoints and history.
+    def checkpoint_due(self, loop) -> bool:
+        every = self.cfg.checkpoint_every_steps
+        # An epoch end saves in end_epoch.
+        return bool(every) and loop.step % every == 0 and loop.i + 1 < self.steps_per_epoch
+
+    def end_epoch(self, loop) -> bool:
+        cfg, info = self.cfg, self.info
+        D.all_reduce_sum(self.totals, info)
+        totals = self.totals.cpu()
+        D.broadcast_buffers(self.model, info)
+        seconds = self.seconds_before + time.perf_counter() - loop.t0
+        self.partial = None
+        self.history.append(
             {
-                "epoch": epoch + 1,
-                "step": step,
+                "epoch": loop.epoch + 1,
+                "step": loop.step,
                 "loss": totals[0].item() / totals[2].item(),
                 "acc": totals[1].item() / totals[2].item(),
-                "lr": lr,
+                "lr": self.lr,
                 "img_per_s": totals[2].item() / seconds,
                 "seconds": seconds,
             }
         )
         every = cfg.checkpoint_every_steps
-        at_step = bool(every) and step % every == 0
-        save_now = epoch + 1 == cfg.epochs or (epoch + 1) % cfg.checkpoint_every == 0 or at_step
+        at_step = bool(every) and loop.step % every == 0
+        epoch = loop.epoch + 1
         if info.is_main:
-            write_history(out, history)
-        tb.scalars(step, {f"epoch/{k}": history[-1][k] for k in ("loss", "acc", "img_per_s")})
-        if save_now:
-            save(epoch + 1, None)
-        D.barrier("train_fr epoch end", info)
-    if verify.active and verify.last_step != step:
-        tb.scalars(step, verify.run(backbone, step, step / steps))
-    tb.close()
-    if info.is_main:
-        save_weights(backbone.state_dict(), out / "model.safetensors")
-    D.barrier("train_fr end", info)
-    return backbone.eval()
+            write_history(self.out, self.history)
+        h = self.history[-1]
+        loop.tb.scalars(loop.step, {f"epoch/{k}": h[k] for k in ("loss", "acc", "img_per_s")})
+        return epoch == cfg.epochs or epoch % cfg.checkpoint_every == 0 or at_step
+
+    def save(self, loop, epoch_end: bool) -> str:
+        """``epoch`` epochs done (+ ``partial`` totals of the next one, inside it)."""
+        epoch, partial = loop.epoch + 1, None
+        if not epoch_end:
+            done = D.all_reduce_sum(self.totals.clone(), self.info).tolist()
+            seconds = self.seconds_before + time.perf_counter() - loop.t0
+            epoch, partial = loop.epoch, {"totals": done, "seconds": seconds}
+        if self.info.is_main:
+            args = (self.optimizer, epoch, loop.step, self.history, loop.guard.state_dict())
+            _save_checkpoint(self.ckpt_path, self.cfg, self.model, *args, partial)
+        return checkpoint_label(self.ckpt_path, epoch, partial)
+
+    def finish(self, loop) -> None:
+        if self.info.is_main:
+            save_weights(self.backbone.state_dict(), self.out / "model.safetensors")
+
+
+class _FRStepLog(training_loop.Callback):
+    """TensorBoard scalars of rank 0's batch every ``_LOG_EVERY`` steps (tensorboard on)."""
+
+    def __init__(self, task: _FRTask):
+        self.task = task
+
+    def on_epoch_start(self, loop) -> None:
+        self.t_log, self.i_log = time.perf_counter(), loop.first
+
+    def on_step(self, loop) -> None:
+        task = self.task
+        if task.log_now:
+            now = time.perf_counter()
+            rate = (loop.i + 1 - self.i_log) * task.cfg.batch_size / (now - self.t_log)
+            loop.tb.scalars(
+                loop.step, _step_scalars(loop.loss, task.lr, rate, task.norm, task.head)
+            )
+            self.t_log, self.i_log = now, loop.i + 1
+
+
+class _FRVerification(training_loop.Callback):
+    """10-fold accuracy on the ``.bin`` sets every ``verify_every_steps`` and at the end."""
+
+    def __init__(self, task: _FRTask, verify: PeriodicVerification):
+        self.task, self.verify = task, verify
+
+    def _run(self, loop) -> None:
+        epochs = loop.step / self.task.steps_per_epoch
+        loop.tb.scalars(loop.step, self.verify.run(self.task.backbone, loop.step, epochs))
+
+    def on_step(self, loop) -> None:
+        if self.verify.due(loop.step):
+            self._run(loop)
+
+    def on_end(self, loop) -> None:
+        if self.verify.active and self.verify.last_step != loop.step:
+            self._run(loop)
+
+
+class _FRProgress(training_loop.Callback):
+    """Loss, lr and img/s on the bar every ``_BAR_EVERY`` steps (each one syncs)."""
+
+    def __init__(self, task: _FRTask):
+        self.task = task
+
+    def on_step(self, loop) -> None:
+        task, i = self.task, loop.i
+        if not loop.bar.disable and (i % _BAR_EVERY == 0 or i + 1 == task.steps_per_epoch):
+            rate = (i + 1 - loop.first) * task.cfg.batch_size / (time.perf_counter() - loop.t0)
+            loss = loop.loss.item()
+            loop.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{task.lr:.3g}", img_s=f"{rate:.0f}")
 
 
 def load_backbone(out_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
