@@ -311,13 +311,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     table, verdicts = results_table(summary, variants, metric_rows)
     mixing = _read(root / "generate" / "mixing.json")
     leak = _read(root / "generate" / "leakage.json")
-    for name in ("heatmap.png", "preview.png"):
-        if (root / "grid" / name).exists():
-            shutil.copy(root / "grid" / name, out_dir / f"grid_{name}")
-    shutil.copy(root / "generate" / "leakage.png", out_dir / "leakage.png")
-    mixes_figure(root, out_dir, cfg.report.mix_examples, cfg.report.images_per_example)
-    repro_figure(root, out_dir, cfg.report.mix_examples, cfg.report.images_per_example)
-    curves_figure(cfg, root, out_dir)
+    _figures(cfg, root, out_dir)
     dist = fdkd.distances(fdkd.set_features(cfg, in_dirs))
     atomic_write_json(out_dir / "feature_distances.json", dist)
     grid_csv = root / "grid" / "grid.csv"
@@ -325,6 +319,32 @@ def run(cfg, in_dirs, out_dir) -> None:
     if grid_csv.exists() and mixing.get("alpha") is not None:
         scores = fdkd.mix_scores(read_csv(grid_csv), mixing["alpha"], mixing["beta"])
     lines = [
+        *_header_lines(cfg, split),
+        *_results_lines(table, verdicts, benches),
+        *grid_lines(cfg, root, mixing),
+        "",
+        *method_lines(root, out_dir),
+        *_mixes_lines(mixing),
+        *_distance_lines(dist, scores, metric_rows),
+        *_health_lines(cfg, root),
+        *_leakage_lines(leak),
+        *_timing_lines(root),
+    ]
+    (out_dir / "report.md").write_text("\n".join(lines))
+
+
+def _figures(cfg, root: Path, out_dir: Path) -> None:
+    for name in ("heatmap.png", "preview.png"):
+        if (root / "grid" / name).exists():
+            shutil.copy(root / "grid" / name, out_dir / f"grid_{name}")
+    shutil.copy(root / "generate" / "leakage.png", out_dir / "leakage.png")
+    mixes_figure(root, out_dir, cfg.report.mix_examples, cfg.report.images_per_example)
+    repro_figure(root, out_dir, cfg.report.mix_examples, cfg.report.images_per_example)
+    curves_figure(cfg, root, out_dir)
+
+
+def _header_lines(cfg, split: dict) -> list[str]:
+    return [
         "# AugGen run report",
         "",
         f"Data: {split['source']} — {split['train_identities']} training identities "
@@ -338,6 +358,11 @@ def run(cfg, in_dirs, out_dir) -> None:
         "after each stage that used them).",
         *split_notes(split),
         "",
+    ]
+
+
+def _results_lines(table: str, verdicts: list[str], benches: list[dict]) -> list[str]:
+    return [
         "## Results (mean ± std over FR seeds, %)",
         "",
         table,
@@ -355,9 +380,11 @@ def run(cfg, in_dirs, out_dir) -> None:
         "Verification accuracy follows insightface's 10-fold protocol (its distance "
         "threshold grid), as published tables do.",
         "",
-        *grid_lines(cfg, root, mixing),
-        "",
-        *method_lines(root, out_dir),
+    ]
+
+
+def _mixes_lines(mixing: dict) -> list[str]:
+    return [
         "## Mixed identities",
         "",
         f"{mixing['new_identities']} new identities × {mixing['images_per_identity']} images. "
@@ -370,6 +397,11 @@ def run(cfg, in_dirs, out_dir) -> None:
         "",
         "![repro](repro.png)",
         "",
+    ]
+
+
+def _distance_lines(dist: dict, scores: dict, metric_rows: list[dict]) -> list[str]:
+    return [
         "## Distribution distances (FD, KD)",
         "",
         "Fréchet distance of Gaussian fits (FD) and the unbiased cubic-kernel MMD² (KD, as "
@@ -387,6 +419,11 @@ def run(cfg, in_dirs, out_dir) -> None:
         "",
         "![curves](curves.png)",
         "",
+    ]
+
+
+def _health_lines(cfg, root: Path) -> list[str]:
+    return [
         "## Training health",
         "",
         "Each logged loss curve, checked for non-finite values, a last fifth of the points "
@@ -395,12 +432,18 @@ def run(cfg, in_dirs, out_dir) -> None:
         "",
         *training_health(cfg, root),
         "",
+    ]
+
+
+def _leakage_lines(leak: dict) -> list[str]:
+    gen = leak["generated"]
+    lines = [
         "## Leakage audit",
         "",
         f"Nearest real training image (M_orig cosine) of each of the "
-        f"{leak['generated']['count']} generated images: mean {leak['generated']['mean']:.3f}, "
-        f"median {leak['generated']['quantiles']['q50']:.3f}, max "
-        f"{leak['generated']['quantiles']['q100']:.3f}. Near-copies (cos ≥ "
+        f"{gen['count']} generated images: mean {gen['mean']:.3f}, "
+        f"median {gen['quantiles']['q50']:.3f}, max "
+        f"{gen['quantiles']['q100']:.3f}. Near-copies (cos ≥ "
         f"{leak['threshold']:g}): **{leak['near_copies']}** "
         f"({100 * leak['near_copy_fraction']:.1f} %). The nearest real image belongs to one "
         f"of the two sources for {100 * leak['nearest_is_a_source_fraction']:.1f} % of them.",
@@ -413,10 +456,11 @@ def run(cfg, in_dirs, out_dir) -> None:
             f"{100 * leak['closer_than_heldout_median_fraction']:.1f} % of the generated images "
             "are closer to a training image than that median."
         )
-    lines += [
-        "",
-        "![leakage](leakage.png)",
-        "",
+    return [*lines, "", "![leakage](leakage.png)", ""]
+
+
+def _timing_lines(root: Path) -> list[str]:
+    return [
         "## Stage times",
         "",
         timing_table(root),
@@ -425,4 +469,3 @@ def run(cfg, in_dirs, out_dir) -> None:
         "grid: `grid/grid.csv`; D_aug: `generate/manifest.csv`, `generate/images/`.",
         "",
     ]
-    (out_dir / "report.md").write_text("\n".join(lines))
