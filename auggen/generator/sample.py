@@ -108,6 +108,34 @@ def _solve(denoise, x, cond, steps: torch.Tensor, solver: str) -> torch.Tensor:
     return x
 
 
+def _check_sample_args(net, conditions, seeds, weights, gnet, batch_size, solver):
+    """``sample``'s argument checks; -> (conditions, seeds as ints, weights)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if weights is None:
+        conditions, seeds = _check_inputs(net, conditions, seeds)
+    else:
+        conditions, weights = check_score_mix(conditions, weights, net.label_dim)
+        seeds = _check_inputs(net, conditions[:, 0], seeds)[1]
+    if gnet is not None and getattr(gnet, "label_dim", net.label_dim) != net.label_dim:
+        raise ValueError(f"gnet.label_dim must equal net.label_dim={net.label_dim}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+    return conditions, seeds, weights
+
+
+def _sample_batch(denoise, noise, cond, steps, solver, ctx, channels_last: bool, clip: bool):
+    """One batch from its initial noise: the ODE in float64 (the net under ``ctx``), the
+    images in float32 on the CPU."""
+    x = noise.to(steps.device).to(torch.float64) * steps[0]
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with ctx:
+        x = _solve(denoise, x, cond, steps, solver)
+    x = x.to(torch.float32)
+    return (x.clamp(-1, 1) if clip else x).cpu()
+
+
 DEFAULT_BATCH = 256  # images per network call when the caller does not say
 
 
@@ -141,17 +169,9 @@ def sample(
     (M, k), convex: score mixing (``auggen.generator.score_mix``) of ``conditions`` (M, k,
     label_dim), one network call per evaluation on ``k x`` the batch.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if weights is None:
-        conditions, seeds = _check_inputs(net, conditions, seeds)
-    else:
-        conditions, weights = check_score_mix(conditions, weights, net.label_dim)
-        seeds = _check_inputs(net, conditions[:, 0], seeds)[1]
-    if gnet is not None and getattr(gnet, "label_dim", net.label_dim) != net.label_dim:
-        raise ValueError(f"gnet.label_dim must equal net.label_dim={net.label_dim}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+    conditions, seeds, weights = _check_sample_args(
+        net, conditions, seeds, weights, gnet, batch_size, solver
+    )
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
     shape = (net.img_channels, net.img_resolution, net.img_resolution)
     steps = sigma_steps(num_steps, sigma_min, sigma_max, rho, device=device)
@@ -190,13 +210,7 @@ def sample(
             noise = pending.result()
             if lo + bs < m:
                 pending = prefetch.submit(initial_noise, seeds[lo + bs : lo + 2 * bs], shape)
-            x = noise.to(device).to(torch.float64) * steps[0]
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with ctx:
-                x = _solve(denoise, x, cond, steps, solver)
-            x = x.to(torch.float32)
-            out.append((x.clamp(-1, 1) if clip else x).cpu())
+            out.append(_sample_batch(denoise, noise, cond, steps, solver, ctx, channels_last, clip))
     finally:
         baked.close()
         for mod, was_training in modes:

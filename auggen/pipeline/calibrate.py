@@ -60,15 +60,6 @@ def _rate(make_call, flops_per_image: float, max_batch: int, sync=None, start: i
 
 def calibrate(cfg, classes: int, device: str = "cpu", threads: int = 0) -> Calibration:
     """Measure this machine's effective FLOP/s for the three kinds of work a run does."""
-    from auggen.generator import build_unet
-    from auggen.generator.train import edm2_loss
-    from auggen.pipeline.plan import _forward_flops
-    from auggen.recognition import build_backbone
-    from auggen.recognition.heads import build_head
-    from auggen.recognition.iresnet import memory_format_for
-    from auggen.recognition.train import FRModel
-    from auggen.runtime import use_bf16
-
     t_start = time.perf_counter()
     before = torch.get_num_threads()
     if threads:
@@ -80,83 +71,9 @@ def calibrate(cfg, classes: int, device: str = "cpu", threads: int = 0) -> Calib
             torch.cuda.synchronize(dev)
 
     try:
-        g = cfg.gen
-        kw = dict(g.overrides)
-        if g.dropout is not None:
-            kw["dropout"] = g.dropout
         classes = max(int(classes), 1)
-        torch.manual_seed(0)
-        net = build_unet(g.preset, g.resolution, classes, **kw).to(dev)
-        c, r = net.img_channels, g.resolution
-        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-
-        def gen_call(b: int):
-            def step():
-                y = torch.randn(b, c, r, r, device=dev)
-                labels = F.one_hot(torch.arange(b, device=dev) % classes, classes).float()
-                sigma = torch.full((b, 1, 1, 1), 1.0, device=dev)
-                loss = edm2_loss(net, y, labels, sigma, torch.randn_like(y), g.sigma_data)
-                opt.zero_grad(set_to_none=True)
-                loss.mean().backward()
-                opt.step()
-
-            return step
-
-        rates = {}
-        g_flops = _forward_flops(
-            _reference_copy(net), torch.zeros(1, c, r, r, device=dev), torch.ones(1, device=dev),
-            torch.zeros(1, classes, device=dev),
-        )  # fmt: skip
-        rates["gen_step"] = _rate(gen_call, 3 * g_flops, g.batch_size, sync, start=1)
-
-        net.eval()
-        bf16 = use_bf16(cfg.sample.precision, device)
-
-        def sample_call(b: int):
-            def call():
-                x = torch.randn(b, c, r, r, device=dev)
-                labels = F.one_hot(torch.arange(b, device=dev) % classes, classes).float()
-                with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
-                    net(x, torch.full((b,), 2.0, device=dev), labels)
-
-            return call
-
-        rates["sample"] = _rate(sample_call, g_flops, cfg.sample.batch_size or 256, sync, 1)
-
-        f = cfg.fr
-        backbone = build_backbone(f.backbone, f.input_size, f.embedding_size, width=f.width)
-        f_flops = _forward_flops(backbone.eval(), torch.zeros(1, 3, f.input_size, f.input_size))
-        head = build_head(f.head, f.embedding_size, classes, **f.head_kwargs)
-        model = FRModel(backbone, head).to(dev).train()
-        fmt, _ = memory_format_for(model, dev, f.channels_last)
-        model = model.to(memory_format=fmt)
-        fopt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        head_flops = 2.0 * f.embedding_size * classes * f.partial_fc_rate
-
-        def fr_call(b: int):
-            def step():
-                x = torch.randn(b, 3, f.input_size, f.input_size, device=dev)
-                y = torch.arange(b, device=dev) % classes
-                loss = F.cross_entropy(model(x.contiguous(memory_format=fmt), y), y)
-                fopt.zero_grad(set_to_none=True)
-                loss.backward()
-                fopt.step()
-
-            return step
-
-        rates["fr_step"] = _rate(fr_call, 3 * (f_flops + head_flops), f.batch_size, sync)
-        # Embedding (grid, generate, evaluate): a backbone forward, no grad.
-        model.eval()
-
-        def embed_call(b: int):
-            def call():
-                x = torch.randn(b, 3, f.input_size, f.input_size, device=dev)
-                with torch.no_grad():
-                    backbone(x.contiguous(memory_format=fmt))
-
-            return call
-
-        rates["embed"] = _rate(embed_call, f_flops, cfg.embed.batch_size, sync)
+        rates = _generator_rates(cfg, classes, dev, device, sync)
+        rates.update(_fr_rates(cfg, classes, dev, sync))
     finally:
         torch.set_num_threads(before)
     n = threads or before
@@ -164,6 +81,102 @@ def calibrate(cfg, classes: int, device: str = "cpu", threads: int = 0) -> Calib
     if dev.type == "cuda":
         what = f"{device} ({torch.cuda.get_device_name(dev)})"
     return Calibration(what, rates, time.perf_counter() - t_start)
+
+
+def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) -> dict:
+    """gen_step (EDM2 loss, backward, Adam) and sample (one denoiser call, no grad)."""
+    from auggen.generator import build_unet
+    from auggen.generator.train import edm2_loss
+    from auggen.pipeline.plan import _forward_flops
+    from auggen.runtime import use_bf16
+
+    g = cfg.gen
+    kw = dict(g.overrides)
+    if g.dropout is not None:
+        kw["dropout"] = g.dropout
+    torch.manual_seed(0)
+    net = build_unet(g.preset, g.resolution, classes, **kw).to(dev)
+    c, r = net.img_channels, g.resolution
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def gen_call(b: int):
+        def step():
+            y = torch.randn(b, c, r, r, device=dev)
+            labels = F.one_hot(torch.arange(b, device=dev) % classes, classes).float()
+            sigma = torch.full((b, 1, 1, 1), 1.0, device=dev)
+            loss = edm2_loss(net, y, labels, sigma, torch.randn_like(y), g.sigma_data)
+            opt.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            opt.step()
+
+        return step
+
+    rates = {}
+    g_flops = _forward_flops(
+        _reference_copy(net), torch.zeros(1, c, r, r, device=dev), torch.ones(1, device=dev),
+        torch.zeros(1, classes, device=dev),
+    )  # fmt: skip
+    rates["gen_step"] = _rate(gen_call, 3 * g_flops, g.batch_size, sync, start=1)
+
+    net.eval()
+    bf16 = use_bf16(cfg.sample.precision, device)
+
+    def sample_call(b: int):
+        def call():
+            x = torch.randn(b, c, r, r, device=dev)
+            labels = F.one_hot(torch.arange(b, device=dev) % classes, classes).float()
+            with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+                net(x, torch.full((b,), 2.0, device=dev), labels)
+
+        return call
+
+    rates["sample"] = _rate(sample_call, g_flops, cfg.sample.batch_size or 256, sync, 1)
+    return rates
+
+
+def _fr_rates(cfg, classes: int, dev: torch.device, sync) -> dict:
+    """fr_step (backbone + margin head, cross-entropy, backward, SGD) and embed (forward)."""
+    from auggen.pipeline.plan import _forward_flops
+    from auggen.recognition import build_backbone
+    from auggen.recognition.heads import build_head
+    from auggen.recognition.iresnet import memory_format_for
+    from auggen.recognition.train import FRModel
+
+    f = cfg.fr
+    backbone = build_backbone(f.backbone, f.input_size, f.embedding_size, width=f.width)
+    f_flops = _forward_flops(backbone.eval(), torch.zeros(1, 3, f.input_size, f.input_size))
+    head = build_head(f.head, f.embedding_size, classes, **f.head_kwargs)
+    model = FRModel(backbone, head).to(dev).train()
+    fmt, _ = memory_format_for(model, dev, f.channels_last)
+    model = model.to(memory_format=fmt)
+    fopt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    head_flops = 2.0 * f.embedding_size * classes * f.partial_fc_rate
+
+    def fr_call(b: int):
+        def step():
+            x = torch.randn(b, 3, f.input_size, f.input_size, device=dev)
+            y = torch.arange(b, device=dev) % classes
+            loss = F.cross_entropy(model(x.contiguous(memory_format=fmt), y), y)
+            fopt.zero_grad(set_to_none=True)
+            loss.backward()
+            fopt.step()
+
+        return step
+
+    rates = {"fr_step": _rate(fr_call, 3 * (f_flops + head_flops), f.batch_size, sync)}
+    # Embedding (grid, generate, evaluate): a backbone forward, no grad.
+    model.eval()
+
+    def embed_call(b: int):
+        def call():
+            x = torch.randn(b, 3, f.input_size, f.input_size, device=dev)
+            with torch.no_grad():
+                backbone(x.contiguous(memory_format=fmt))
+
+        return call
+
+    rates["embed"] = _rate(embed_call, f_flops, cfg.embed.batch_size, sync)
+    return rates
 
 
 def _reference_copy(net):
