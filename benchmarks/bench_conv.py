@@ -4,6 +4,7 @@ forward+backward, on the 3x3 convolutions of the generator presets, channels-las
 
     python benchmarks/bench_conv.py --quick --csv benchmarks/results/conv_cpu.csv  # tiny UNet
     python benchmarks/bench_conv.py --csv benchmarks/results/conv_cpu_full.csv  # + img64-S, 112 px
+    python benchmarks/bench_conv.py --bf16 --csv benchmarks/results/conv_cpu_bf16.csv  # bf16?
 
 Shapes (N, C, H, W) -> K: every distinct 3x3 convolution of the ``tiny`` UNet at 32 px
 (batch 16, as in sampling) and, without ``--quick``, the levels of EDM2 img64-S at 64 px and
@@ -110,6 +111,59 @@ def bench_shape(preset, n, c, h, w, k, device, repeats, with_compile):
     return rows
 
 
+def bench_bf16(preset, n, c, h, w, k, device, repeats):
+    """Should conv3x3 get a bf16 Winograd path? oneDNN's bf16 convolution (channels-last; AMX
+    or AVX-512 BF16 where the CPU has them) against the least a bf16 Winograd could cost: our
+    transforms alone (a bf16 kernel would do the same fp32 arithmetic on half the bytes) plus
+    the 36 GEMMs in bf16. Forward only: where the bound loses, so would the backward."""
+    from auggen.ops import conv as conv_mod
+    from auggen.ops._backend import cpu_kernels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    wt = torch.randn(k, c, 3, 3, generator=g) / (3 * c**0.5)
+    u = ops.winograd_weight(wt)
+    lib, y = cpu_kernels(), torch.empty(n, k, h, w, memory_format=torch.channels_last)
+    blocks = list(conv_mod._each_block(x, u))
+    vb = [v.to(torch.bfloat16) for *_, v, _ in blocks]
+    ub = u.to(torch.bfloat16)
+
+    def transforms():
+        for in_args, out_args, v, m in blocks:
+            lib.wino_input_fwd(x.data_ptr(), v.data_ptr(), *in_args)
+            lib.wino_output_fwd(m.data_ptr(), y.data_ptr(), *out_args)
+
+    def gemms():
+        for v in vb:
+            torch.bmm(v, ub)
+
+    xb, wb = x.to(torch.bfloat16), wt.to(torch.bfloat16)
+    t_dnn = time_fn(lambda: F.conv2d(xb, wb, padding=1), device, warmup=2, repeats=repeats)
+    t_tr = time_fn(transforms, device, warmup=2, repeats=repeats)
+    t_mm = time_fn(gemms, device, warmup=2, repeats=repeats)
+    t_ours = time_fn(lambda: ops.conv3x3(x, wt, u=u), device, warmup=2, repeats=repeats)
+    flops = 2 * n * h * w * k * c * 9
+    rows = []
+    for name, ms in (
+        ("eager-bf16", t_dnn.p20),
+        ("winograd-bf16-bound", t_tr.p20 + t_mm.p20),
+        ("ours-fp32", t_ours.p20),
+    ):
+        rows.append({
+            "op": "conv3x3", "preset": preset, "shape": f"{n}x{c}x{h}x{w}", "out_channels": k,
+            "backend": name, "winograd": name != "eager-bf16", "device": device_name(device),
+            "threads": torch.get_num_threads(), "ms_p20": round(ms, 3), "ms_p50": "",
+            "ms_p80": "", "gflops": round(flops / (ms * 1e-3) / 1e9, 1),
+            "speedup_vs_eager": round(t_dnn.p20 / ms, 2),  # here: vs oneDNN's bf16 conv
+        })  # fmt: skip
+        print(
+            f"bf16 {preset:<17} {n}x{c}x{h}x{w} ->{k:<4} {name:<20} p20 {ms:>9.3f} ms "
+            f"x{rows[-1]['speedup_vs_eager']} vs oneDNN bf16",
+            flush=True,
+        )
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--csv", default=None, help="append the rows to this CSV")
@@ -118,6 +172,12 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="CPU: oneDNN's bf16 conv against a bf16 Winograd's lower bound (p20 ms; "
+        "speedup_vs_eager is then relative to oneDNN bf16)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,6 +188,9 @@ def main():
     rows = []
     for preset, c, h, w, k in shapes:
         n = 16 if preset == "tiny" else (4 if cpu else 64)
+        if args.bf16:
+            rows += bench_bf16(preset, n, c, h, w, k, device, repeats)
+            continue
         rows += bench_shape(preset, n, c, h, w, k, device, repeats, not args.no_compile)
     if args.csv:
         append_csv(args.csv, FIELDS, rows)
