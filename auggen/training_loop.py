@@ -23,7 +23,7 @@ all its steps.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,7 +66,6 @@ class LoopState:
     i: int = 0  # the current step's index inside its epoch
     t0: float = 0.0  # perf_counter at the start of this epoch's steps
     loss: torch.Tensor | None = None  # the last step's loss
-    extra: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:

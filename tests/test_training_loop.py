@@ -153,3 +153,24 @@ def test_nan_loss_stops_with_the_guards_message(tmp_path):
     with pytest.raises(TrainingDiverged, match="at step 5"):
         _run(task, tmp_path / "b")
     assert task.saved == [4]
+
+
+def test_generator_killed_at_the_loops_fault_point_resumes_exactly(tmp_path, monkeypatch):
+    from auggen.generator.train import GenTrainConfig, train_generator
+    from tests.generator.test_train import MICRO, _data, _tensors
+
+    cfg = GenTrainConfig(steps=4, checkpoint_every=2, **MICRO)
+    train_generator(cfg, _data(), tmp_path / "full", progress=False)
+    monkeypatch.setenv("AUGGEN_FAIL_AT", "train_gen.step:2")  # right after step 2's checkpoint
+    with pytest.raises(SimulatedCrash):
+        train_generator(cfg, _data(), tmp_path / "resumed", progress=False)
+    assert _tensors(tmp_path / "resumed")[0]["step"] == 2
+    monkeypatch.delenv("AUGGEN_FAIL_AT")
+    train_generator(cfg, _data(), tmp_path / "resumed", progress=False)
+    (sa, ta), (sb, tb) = _tensors(tmp_path / "full"), _tensors(tmp_path / "resumed")
+    assert sa["step"] == sb["step"] == 4 and set(ta) == set(tb)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    assert sa["history"] == [
+        dict(h, img_per_s=a["img_per_s"]) for h, a in zip(sb["history"], sa["history"])
+    ]
