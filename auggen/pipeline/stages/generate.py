@@ -105,13 +105,9 @@ def run(cfg, in_dirs, out_dir) -> None:
     net = load_gen(in_dirs, cfg.device)
     sample_fn = sampler(net, cfg, sources=g.sources if g.mix == "score" else 1)
     vectors = class_vectors(cfg, in_dirs, real, net)
-    rule = vectors["cond" if g.pairs.startswith("cond-") else "embed"]
-    sources, weights = identity_sources(g, n_orig, alpha, beta, rule)
+    feats = vectors["cond" if g.pairs.startswith("cond-") else "embed"]
+    sources, weights = identity_sources(g, n_orig, alpha, beta, feats)
     dist = {n: group_distance(v, sources) for n, v in vectors.items()}
-    if g.mix == "score":
-        cond_of = score_conditions(sources, net.label_dim)
-    else:
-        cond_of = identity_conditions(sources, weights, net.label_dim)
     k, per = g.images_per_identity, g.shard_identities
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(exist_ok=True)
@@ -121,7 +117,10 @@ def run(cfg, in_dirs, out_dir) -> None:
     for s in tqdm(todo, desc="generate (shards)", disable=not cfg.progress):
         ids = torch.arange(s * per, min((s + 1) * per, g.new_identities))
         rows = ids.repeat_interleave(k)
-        cond = cond_of[rows]
+        if g.mix == "score":  # built per shard: (rows, k, label_dim) is large at 10 k classes
+            cond = score_conditions(sources[rows], net.label_dim)
+        else:
+            cond = identity_conditions(sources[rows], weights[rows], net.label_dim)
         seeds = g.seed * 1_000_000 + rows * k + torch.arange(len(rows)) % k
         t0 = time.perf_counter()
         images = sample_fn(cond, seeds, weights[rows] if g.mix == "score" else None)
