@@ -100,11 +100,13 @@ def main() -> None:
     for s in args.set:
         cfg = apply_set(cfg, s)
     cfg = replace(cfg, threads=args.threads, device=args.device or cfg.device)
+    load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     if args.reuse:
         run_dir = Path(args.reuse)
     else:
         run_dir = Path(args.out or f"runs/bench-{args.preset}")
         run_pipeline(cfg, run_dir, STAGES)
+    load_after = os.getloadavg()[0]
     device, threads = cfg.device, args.threads or torch.get_num_threads()
     if (run_dir / "data" / "timing.json").exists():
         first = json.loads((run_dir / "data" / "timing.json").read_text())
@@ -112,7 +114,9 @@ def main() -> None:
     kind = "cpu" if device == "cpu" else "cuda"
     out = Path(args.csv or Path(__file__).parent / "results" / f"pipeline_{kind}.csv")
     date, rows = time.strftime("%Y-%m-%dT%H:%M:%S"), []
-    for item, value, unit, note in collect(run_dir):
+    loads = [("load_avg_1min_start", load_before, "", "os.getloadavg"),
+             ("load_avg_1min_end", load_after, "", "os.getloadavg")]  # fmt: skip
+    for item, value, unit, note in collect(run_dir) + loads:
         rows.append([date, device_name(device), threads, args.preset, item, value, unit, note])
         print(f"{item:32s} {value:>10} {unit:6s} {note}")
     append_csv(out, FIELDS, rows)
