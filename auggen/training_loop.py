@@ -53,7 +53,7 @@ class Resumed:
 class LoopState:
     """What the task and the callbacks see of the running loop."""
 
-    rt: Any  # auggen.runtime.Runtime
+    rt: runtime.Runtime
     out_dir: Path
     guard: LossGuard
     tb: TrainingLog | None = None

@@ -11,7 +11,9 @@ DataLoader workers when set, so a dataset never has to fit in memory. Runs under
 loss stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before that step's
 update, so no checkpoint, snapshot or history holds anything from it. Optional, from rank 0:
 TensorBoard events in ``tensorboard/`` (loss, lr, img/s, gradient norm) and a grid of EMA
-samples with fixed seeds and classes every ``sample_grid_every`` steps in ``samples/``.
+samples with fixed seeds and classes every ``sample_grid_every`` steps in ``samples/``. The
+loop itself (resume, checkpoints, the guard, logging, DDP, progress) is
+``auggen.training_loop``; this module says what a step and a checkpoint are.
 """
 
 from __future__ import annotations

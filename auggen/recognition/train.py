@@ -10,7 +10,8 @@ inside an epoch (``checkpoint_every_steps``), retraces the uninterrupted one. Ea
 step's images are read from the source when needed (``num_workers`` DataLoader workers read
 and augment ahead), so a dataset never has to fit in memory. A non-finite or exploding loss
 stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before anything from that
-step is written.
+step is written. The loop itself (resume, checkpoints, the guard, logging, DDP, progress) is
+``auggen.training_loop``; this module says what a step, a checkpoint and an epoch are.
 
 ``out_dir`` holds: config.json, checkpoint.pt (model, head, optimizer, step, RNG, history, the
 loss guard's recent losses; inside an epoch also its running totals), history.json /
@@ -239,14 +240,13 @@ def train_fr(
     source = training_source(data, cfg.input_size)
     check_data(source)
     info = D.setup(device)
-    device = info.device
     try:
-        return _train(cfg, source, Path(out_dir), device, progress, info, init)
+        return _train(cfg, source, Path(out_dir), progress, info, init)
     finally:
         D.cleanup(info)
 
 
-def _train(cfg, source, out, device, progress, info, init=None) -> nn.Module:
+def _train(cfg: FRTrainConfig, source, out: Path, progress: bool, info, init) -> nn.Module:
     task = _FRTask(cfg, source, out, info, init)
     training_loop.run(task, info, out, progress)
     return task.backbone.eval()
