@@ -124,7 +124,7 @@ class TrainTask(Protocol):
     def finish(self, loop: LoopState) -> None: ...  # after the last step, TensorBoard closed
 
 
-def run(task: TrainTask, rt, out_dir: Path, progress: bool) -> LoopState:
+def run(task: TrainTask, rt: runtime.Runtime, out_dir: Path, progress: bool) -> LoopState:
     """Train ``task`` to its last step (or resume and finish it); -> the final loop state."""
     loop = LoopState(rt=rt, out_dir=Path(out_dir), guard=LossGuard(task.divergence_factor))
 
