@@ -18,6 +18,32 @@ images/s the GPU consumes; / the measured images/s per worker. Rows: results/dat
     python benchmarks/bench_data.py                       # 10 k and 100 k images
     python benchmarks/bench_data.py --quick               # 1 k and 5 k (smoke run)
     python benchmarks/bench_data.py --sizes 10000,100000 --work /data/bench
+    python benchmarks/bench_data.py --sizes 10000,50000 --per-id 5 --no-loader  # ids scale too
+
+Between the two sizes it also records what one more image costs per stage
+(``peak_rss_growth_per_image``, ``disk_growth_per_image``). Measured 2026-12-03 (2-core Xeon
+VM shared with other jobs, 1 thread), 10 k images / 2,000 ids -> 50 k / 10,000 ids
+(``--per-id 5``), after shards stopped writing an identity record per class of the set:
+
+    stage      RSS MB      RssAnon MB  disk MB         wall s     RSS/img  disk/img
+    data       258 -> 262  154 -> 161  0.16 -> 0.80     9 -> 33    122 B    16 B
+    train_gen  505 -> 628  329 -> 450  7.0  -> 12.2    19 -> 43    3.2 KB   128 B
+    train_fr   604 -> 755  426 -> 576  2.9  -> 4.9     78 -> 134   4.0 KB   51 B
+    repro      279 -> 283  173 -> 176  4.2  -> 21.0    94 -> 171   85 B     421 B
+    grid       328 -> 335  201 -> 208  0.09 -> 0.08    31 -> 103   175 B    0
+    generate   368 -> 367  241 -> 238  0.11 -> 0.11    42 -> 198   0        0
+    train_mix  569 -> 751  390 -> 571  2.9  -> 4.9     37 -> 175   4.8 KB   51 B
+    evaluate   234 -> 234  150 -> 150  0    -> 0        4 -> 3     0        0
+    report     326 -> 341  216 -> 230  0.30 -> 0.29    57 -> 103   378 B    0
+
+- ``repro``'s disk now grows with its images (421 B per one-image identity at 32 px):
+  21 MB at 10,000 ids, where one record per class in every 16-identity part wrote 327 MB;
+  ``part00000.idx`` has 33 lines (1 + 16 images + 16 identities), not 10,017.
+- The trainers' growth is the decoded set they hold while its pixels fit in 256 MB
+  (``in_memory_if_small``; 3 KB per 32 px image): filled in place it costs them once (+156 MB
+  for 50 k images in-process, +302 MB before, when a list of batches was joined by ``cat``
+  and every image's name kept). Above 256 MB they stream: +0.5 MB from 10 k to 50 k images
+  (index arrays, the epoch permutation), about 13 B per image.
 
 Measured (AMD EPYC VM, 2 cores, idle, 2026-11-30; .rec 71.9 MB / 719 MB), 10 k -> 100 k:
 
@@ -107,8 +133,9 @@ def synth_faces(labels: torch.Tensor, noise: float = 5.0) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def write_set(prefix: Path, n: int) -> Path:
-    """``prefix``.rec/.idx with ``n`` images, streamed (one chunk of 1,000 in memory)."""
+def write_set(prefix: Path, n: int, per_id: int = PER_ID) -> Path:
+    """``prefix``.rec/.idx with ``n`` images, ``per_id`` per identity, streamed (one chunk of
+    1,000 in memory)."""
     import io
 
     from PIL import Image
@@ -118,7 +145,7 @@ def write_set(prefix: Path, n: int) -> Path:
     rec = prefix.with_suffix(".rec")
     if rec.exists() and rec.with_suffix(".idx").exists():
         return rec
-    labels = [i // PER_ID for i in range(n)]
+    labels = [i // per_id for i in range(n)]
     k = labels[-1] + 1
 
     def bodies():
@@ -284,6 +311,13 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/auggen_bench_data", help="sets and runs go here")
     p.add_argument("--stages", default=",".join(STAGES), help="stages to measure (in order)")
     p.add_argument("--loader-steps", type=int, default=20, help="timed batches per worker count")
+    p.add_argument(
+        "--per-id",
+        type=int,
+        default=PER_ID,
+        help=f"images per identity (default {PER_ID}; 5 gives 2,000 identities per 10 k images)",
+    )
+    p.add_argument("--no-loader", action="store_true", help="skip the loader and IR50 rows")
     p.add_argument("--csv", default=str(REPO / "benchmarks" / "results" / "data_cpu.csv"))
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -302,11 +336,13 @@ def main() -> None:
     results: dict[int, dict[str, dict]] = {}
     rates: dict[str, float] = {}
     for n in sizes:
-        prefix = work / "sets" / f"n{n}" / "train"
-        rec = write_set(prefix, n)
+        tag = f"n{n}" if args.per_id == PER_ID else f"n{n}_p{args.per_id}"
+        prefix = work / "sets" / tag / "train"
+        rec = write_set(prefix, n, args.per_id)
         rec_bytes = rec.stat().st_size
-        add(n, "rec", "rec_bytes", rec_bytes, "B", f"{rec_bytes / n:.0f} B/image")
-        run, logs = work / "runs" / f"n{n}", work / "logs" / f"n{n}"
+        ids = -(-n // args.per_id)
+        add(n, "rec", "rec_bytes", rec_bytes, "B", f"{rec_bytes / n:.0f} B/image, {ids} ids")
+        run, logs = work / "runs" / tag, work / "logs" / tag
         shutil.rmtree(run, ignore_errors=True)
         logs.mkdir(parents=True, exist_ok=True)
         results[n] = {}
@@ -323,7 +359,7 @@ def main() -> None:
         if "data" in results[n]:
             frac = results[n]["data"]["disk_written"] / rec_bytes
             add(n, "data", "disk_written_fraction_of_rec", frac * 100, "%", "target < 1 %")
-        if n == sizes[-1] and "data" in stages:
+        if n == sizes[-1] and "data" in stages and not args.no_loader:
             for item, value, unit, note in loader_rates(
                 run / "data" / "train.index.json", (0, 1, 2), steps
             ):
@@ -336,6 +372,17 @@ def main() -> None:
             ok = b <= 1.2 * a + 300
             note = f"{hi} vs {lo}: {b:.0f} {'<=' if ok else '>'} 1.2 x {a:.0f} + 300 MB"
             add(hi, stage, f"{item}_target_met", int(ok), "bool", note)
+        for stage in stages:  # what each further image costs, between the two sizes
+            a, b = results[lo][stage], results[hi][stage]
+            per = (b["peak_rss"] - a["peak_rss"]) * 1024 / (hi - lo)
+            add(hi, stage, "peak_rss_growth_per_image", per * 1024, "B", f"{lo} -> {hi} images")
+            disk = (b["disk_written"] - a["disk_written"]) / (hi - lo)
+            add(hi, stage, "disk_growth_per_image", disk, "B", f"{lo} -> {hi} images")
+    if args.no_loader:
+        out = Path(args.csv)
+        append_csv(out, FIELDS, rows)
+        print(f"{len(rows)} rows appended to {out}")
+        return
     fwd, head = ir50_flops()
     train = 3 * (fwd + head)
     gpu = H100_BF16_DENSE * MFU / train
