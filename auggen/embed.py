@@ -26,60 +26,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from auggen.data.dataset import open_dataset
 from auggen.files import UnsafeOrCorruptFile, atomic_path, atomic_write_bytes, atomic_write_json
 
 LOAD_ERRORS = (FileNotFoundError, ValueError, UnsafeOrCorruptFile, OSError)
 
 
+INPUT_KINDS = {"folder": "image_folder"}  # OUT.json's names for open_dataset's kinds
+
+
 def open_images(path, size: int):
-    """(ImageSource at ``size`` px, kind, extra arrays to write) for a folder, .rec or .bin."""
-    from auggen.data.source import FolderSource, RecordIOSource, TensorSource
-
-    path = Path(path)
-    rec = _recordio_path(path)
-    if path.suffix == ".bin":
-        from auggen.data.types import LabeledImages
-        from auggen.data.verification_bin import read_verification_bin
-
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such verification .bin")
-        images, issame = read_verification_bin(path, size)
-        pair = torch.arange(len(images)) // 2
-        names = [f"bin[{i}]" for i in range(len(images))]
-        src = TensorSource(LabeledImages(images, pair, names), size)
-        return src, "verification_bin", {"issame": issame.numpy()}
-    if rec is not None:
-        from auggen.data.recordio import scan_recordio
-
-        scan = scan_recordio(rec)
-        src = RecordIOSource(scan.rec, scan.keys, scan.labels, scan.num_classes, size)
-        return src, "recordio", {"labels": src.labels.numpy()}
-    if path.is_dir():
-        from auggen.data.image_folder import list_image_folder
-
-        listing = list_image_folder(path)
-        files = [f"{ident}/{p.name}" for ident, fs in listing for p in fs]
-        if not files:
-            raise FileNotFoundError(f"{path}: identity folders hold no images")
-        labels = [k for k, (_, fs) in enumerate(listing) for _ in fs]
-        src = FolderSource(path, files, labels, len(listing), size)
-        return src, "image_folder", {"labels": src.labels.numpy()}
-    raise FileNotFoundError(
-        f"{path}: no such image folder, RecordIO (.rec + .idx) or verification .bin"
-    )
-
-
-def _recordio_path(path: Path) -> Path | None:
-    if path.suffix in (".rec", ".idx"):
-        return path.with_suffix(".rec")
-    if path.is_dir():
-        recs = sorted(path.glob("*.rec"))
-        if (path / "train.rec").exists():
-            return path / "train.rec"
-        return recs[0] if len(recs) == 1 else None
-    if Path(f"{path}.rec").exists():
-        return Path(f"{path}.rec")
-    return None
+    """(ImageSource at ``size`` px, kind, extra arrays to write) for what ``open_dataset``
+    finds at ``path``: labels, or for a verification ``.bin`` the pair flags."""
+    ds = open_dataset(path, size)
+    if ds.kind == "verification_bin":
+        return ds.source, "verification_bin", {"issame": ds.issame}
+    return ds.source, INPUT_KINDS.get(ds.kind, ds.kind), {"labels": ds.source.labels.numpy()}
 
 
 def _decoded_chunks(src, chunk: int, workers: int):

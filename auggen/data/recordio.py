@@ -136,12 +136,21 @@ def release_pages(buf) -> None:
         buf.madvise(mmap.MADV_DONTNEED)
 
 
-def _paths(prefix_or_path) -> tuple[Path, Path]:
+def recordio_paths(prefix_or_path) -> tuple[Path, Path]:
+    """(``.rec``, ``.idx``) of a ``.rec``/``.idx`` path, a prefix, or a folder holding
+    ``train.rec`` (insightface's layout) or exactly one ``.rec``."""
     p = Path(prefix_or_path)
     if p.is_dir():
-        p = p / "train.rec"
-    rec = p if p.suffix == ".rec" else p.with_name(p.name + ".rec")
+        recs = sorted(p.glob("*.rec"))
+        p = recs[0] if len(recs) == 1 and not (p / "train.rec").exists() else p / "train.rec"
+    if p.suffix in (".rec", ".idx"):
+        rec = p.with_suffix(".rec")
+    else:
+        rec = p.with_name(p.name + ".rec")
     return rec, rec.with_suffix(".idx")
+
+
+_paths = recordio_paths  # TODO(h23b): drop once no caller uses the old private name
 
 
 def read_index(idx_path: Path) -> dict[int, int]:
@@ -253,7 +262,7 @@ def scan_recordio(prefix_or_path, max_classes: int | None = None) -> RecordIOSca
     truncated record, label not an integer in [0, ``MAX_LABEL``)) raises ValueError naming
     the file and key. The file is memory-mapped: only the header pages are touched.
     """
-    rec, idx = _paths(prefix_or_path)
+    rec, idx = recordio_paths(prefix_or_path)
     if not rec.is_file():
         raise FileNotFoundError(f"{rec}: no such RecordIO file")
     if not idx.is_file():
@@ -374,7 +383,7 @@ def write_recordio(
     identity record per class of ``data.num_classes`` or (``all_identities=False``, a shard)
     per class present.
     """
-    rec, _ = _paths(prefix_or_path)
+    rec, _ = recordio_paths(prefix_or_path)
     order = torch.argsort(data.labels, stable=True)
     labels = data.labels[order].tolist()
     k = int(data.num_classes)
@@ -408,6 +417,6 @@ def merge_recordio(parts, prefix_or_path, num_classes: int | None = None) -> Pat
                     head, body = unpack_payload(read_record(buf, index[key], what)[0], what)
                     yield head.flag, head.label, body
 
-    rec, _ = _paths(prefix_or_path)
+    rec, _ = recordio_paths(prefix_or_path)
     _write_insightface(rec, labels, k, bodies())
     return rec

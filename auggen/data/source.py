@@ -109,9 +109,9 @@ class RecordIOSource(ImageSource):
     reads them once from the record headers, see ``scan_recordio``)."""
 
     def __init__(self, path, keys, labels, num_classes: int, size: int):
-        from auggen.data.recordio import IndexTable, _paths
+        from auggen.data.recordio import IndexTable, recordio_paths
 
-        self.rec, idx_path = _paths(path)
+        self.rec, idx_path = recordio_paths(path)
         index = IndexTable.read(idx_path)
         keys = np.asarray(keys, np.int64)
         pos, found = index.find(keys)

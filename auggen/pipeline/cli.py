@@ -12,6 +12,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from auggen.data.dataset import dataset_kind
 from auggen.pipeline.overrides import apply_set, merge_dict, to_dict
 from auggen.runtime import launch_env
 
@@ -150,16 +151,14 @@ def torch_has_cuda() -> bool:
 
 
 def _data_override(cfg, path: str):
-    """``--data``: a .rec, a prefix with a .rec, or a folder with train.rec is RecordIO;
-    anything else an image folder (one sub-folder per identity)."""
-    p = Path(path)
-    is_rec = (
-        p.suffix in (".rec", ".idx")
-        or Path(str(p) + ".rec").exists()
-        or (p.is_dir() and (p / "train.rec").exists())  # an insightface dataset folder
-    )
-    source = "recordio" if is_rec else "folder"
-    return replace(cfg, data=replace(cfg.data, source=source, path=str(path)))
+    """``--data``: RecordIO or an image folder by ``auggen.data.dataset_kind``'s rule."""
+    kind = dataset_kind(path)
+    if kind == "verification_bin":
+        raise ValueError(
+            f"--data {path}: a verification .bin is a benchmark, not a training set "
+            f"(--set data.verification_bins=[{path}] adds it)"
+        )
+    return replace(cfg, data=replace(cfg.data, source=kind, path=str(path)))
 
 
 def resolve_config(args, presets: dict, default_preset: str):

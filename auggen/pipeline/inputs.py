@@ -13,6 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from auggen.data.dataset import locate_dataset
+
 HEAD_BYTES = 1 << 16  # bytes hashed at the start of a RecordIO / .bin file
 
 
@@ -52,19 +54,13 @@ def data_fingerprint(d) -> dict:
     """The fingerprint of what a ``DataConfig`` reads; a missing path is left to the stage."""
     out: dict = {"source": d.source}
     try:
-        if d.source == "orl":
-            from auggen.data.orl import orl_root
-
-            out["orl"] = folder_fingerprint(orl_root())
-        elif d.source == "folder":
-            out["folder"] = folder_fingerprint(d.path)
+        loc = locate_dataset(d.path, d.source)
+        if loc.kind in ("orl", "folder"):
+            out[loc.kind] = folder_fingerprint(loc.path)
         else:
-            from auggen.data.recordio import _paths
-
-            rec, idx = _paths(d.path)
-            out["rec"] = file_fingerprint(rec)
-            out["idx"] = file_fingerprint(idx)
-            prop = rec.with_name("property")
+            out["rec"] = file_fingerprint(loc.rec)
+            out["idx"] = file_fingerprint(loc.idx)
+            prop = loc.rec.with_name("property")
             if prop.exists():
                 out["property"] = file_fingerprint(prop)
     except (FileNotFoundError, ModuleNotFoundError) as e:

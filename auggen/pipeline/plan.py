@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from auggen.data.dataset import dataset_size
 from auggen.mixing.choice import grid_skipped
 from auggen.pipeline.plan_mixing import mode_lines
 
@@ -40,24 +41,14 @@ def data_size(cfg, out_root: Path | None = None) -> DataSize:
         src = open_index(Path(out_root) / "data" / "train.index.json")
         return DataSize(len(src), src.num_classes, f"{out_root}/data (finished stage)")
     d = cfg.data
-    if d.source == "orl":
-        ids = 40 if not d.max_identities else min(40, d.max_identities)
+    n, classes, how = dataset_size(d.path, d.source)
+    if d.source == "orl":  # the data stage's split, on the counted faces (all alike)
+        per_all = n // max(classes, 1)
+        ids = min(classes, d.max_identities) if d.max_identities else classes
         train_ids = ids - d.unseen_identities
-        per = 10 - d.heldout_per_identity
-        return DataSize(train_ids * per, train_ids, "ORL (40 x 10)")
-    if d.source == "recordio":
-        from auggen.data.recordio import _paths
-
-        rec, idx = _paths(d.path)
-        with open(idx, "rb") as f:
-            n = sum(1 for _ in f)
-        prop = Path(rec).parent / "property"
-        classes = int(prop.read_text().split(",")[0]) if prop.exists() else 0
-        return DataSize(n, classes, f"{idx} (records incl. meta) + property")
-    root = Path(d.path)
-    dirs = [p for p in root.iterdir() if p.is_dir()]
-    n = sum(1 for p in dirs for f in p.iterdir() if f.is_file())
-    return DataSize(n, len(dirs), f"{root} (files per sub-folder)")
+        per = per_all - d.heldout_per_identity
+        return DataSize(train_ids * per, train_ids, f"ORL ({classes} x {per_all})")
+    return DataSize(n, classes, how)
 
 
 def _forward_flops(module: torch.nn.Module, *inputs) -> float:

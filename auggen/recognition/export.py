@@ -180,9 +180,9 @@ def check_images(size: int, path=None, count: int = max(CHECK_BATCHES)) -> torch
         faces = load_orl(size=size)
         pick = torch.linspace(0, len(faces) - 1, count).long()
         return faces.images[pick]
-    from auggen.embed import open_images
+    from auggen.data.dataset import open_dataset
 
-    src, _, _ = open_images(path, size)
+    src = open_dataset(path, size).source
     if len(src) == 0:
         raise ValueError(f"{path}: no images to check the export with")
     return torch.stack([src.read_one(i % len(src)) for i in range(count)])

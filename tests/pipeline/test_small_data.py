@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 from auggen.data.index import open_index
+from auggen.data.split import available_pairs, choose_unseen, proportional_unseen
 from auggen.pipeline.cli import main
 from auggen.pipeline.config import DataConfig
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stage import fingerprint, stage_config
 from auggen.pipeline.stages import STAGES
-from auggen.pipeline.stages.data import available_pairs, choose_unseen, proportional_unseen
 from auggen.pipeline.stages.report import split_notes
 
 

@@ -21,8 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from auggen.data.dataset import open_dataset
 from auggen.data.index import TensorFileSource, write_index, write_tensor_file
-from auggen.data.source import FolderSource, ImageSource, RecordIOSource, SubsetSource
+from auggen.data.source import ImageSource, SubsetSource
+from auggen.data.split import (
+    available_pairs,
+    check_identities,
+    choose_unseen,
+    relabel,
+    split_heldout,
+)
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.store import save_atomic
 
@@ -30,44 +38,17 @@ VERIFY_CHUNK = 512  # images decoded per chunk of the verification pass
 
 
 def open_source(d, out_dir: Path) -> tuple[ImageSource, dict]:
-    """The raw dataset named by a DataConfig as an ImageSource at ``image_size``, + notes."""
-    size = d.image_size or None
-    if d.source == "orl":
-        from auggen.data import load_orl
-
-        data = load_orl(size=size)
+    """The raw dataset named by a DataConfig as an ImageSource at ``image_size``, + notes.
+    In-memory ORL is written to ``images.safetensors`` first and read from there."""
+    ds = open_dataset(d.path, d.image_size or None, d.source)
+    if ds.kind == "orl":
+        data = ds.images
         write_tensor_file(out_dir / "images.safetensors", data.images)
         src = TensorFileSource(
             out_dir / "images.safetensors", range(len(data)), data.labels, data.num_classes
         )
-        return src, {"repaired": data.report.get("repaired", []), "skipped": []}
-    path = Path(d.path)
-    if d.source == "folder":
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"data.path {str(path)!r}: no such folder (an image folder "
-                "with one sub-folder per identity was expected)"
-            )
-        from auggen.data.image_folder import list_image_folder
-
-        listing = list_image_folder(path)
-        files = [f"{ident}/{p.name}" for ident, fs in listing for p in fs]
-        labels = [k for k, (_, fs) in enumerate(listing) for _ in fs]
-        src = FolderSource(path, files, labels, len(listing), size or _first_size(path, files))
-        return src, {"class_names": [ident for ident, _ in listing]}
-    from auggen.data.recordio import scan_recordio
-
-    scan = scan_recordio(d.path)
-    src = RecordIOSource(scan.rec, scan.keys, scan.labels, scan.num_classes, size or 0)
-    if not size:
-        src.size = int(src.read_one(0).shape[-1]) if len(src) else 0
-    return src, {}
-
-
-def _first_size(root: Path, files: list[str]) -> int:
-    from auggen.data.image_codec import load_image_file
-
-    return int(load_image_file(root / files[0]).shape[-1]) if files else 0
+        return src, {"repaired": ds.notes.get("repaired", []), "skipped": []}
+    return ds.source, ({"class_names": ds.class_names} if ds.kind == "folder" else {})
 
 
 def unreadable(src: ImageSource, workers: int = 4) -> list[tuple[int, str]]:
@@ -103,80 +84,6 @@ def drop_unreadable(src: ImageSource, d, notes: dict) -> ImageSource:
     notes["skipped"] = [(src.name(i), why) for i, why in bad]
     keep = np.setdiff1d(np.arange(len(src)), [i for i, _ in bad])
     return SubsetSource(src, keep)
-
-
-def check_identities(labels: torch.Tensor, num_classes: int, d, name) -> list[int]:
-    """Classes kept after the size checks; raises on one-image identities unless dropped."""
-    counts = torch.bincount(labels, minlength=num_classes)
-    present = [c for c in range(num_classes) if counts[c] > 0]
-    if d.max_identities:
-        present = present[: d.max_identities]
-    small = [c for c in present if counts[c] < d.min_images_per_identity]
-    if small and not d.drop_small_identities:
-        raise ValueError(
-            f"identity {name(small[0])} has {int(counts[small[0]])} image(s), fewer than "
-            f"data.min_images_per_identity={d.min_images_per_identity} ({len(small)} such "
-            "identities); set data.drop_small_identities=true to drop them"
-        )
-    return [c for c in present if c not in set(small)]
-
-
-def proportional_unseen(identities: int) -> int:
-    """The small-data split: a quarter of the identities unseen, at least 2 unseen and 2
-    trained; below 4 identities none (no unseen benchmarks)."""
-    return max(2, identities // 4) if identities >= 4 else 0
-
-
-def choose_unseen(identities: int, d) -> tuple[int, str]:
-    """(unseen identities, a note when the proportional split replaced the configured one).
-
-    ``data.unseen_identities`` stands unless it leaves fewer than two training identities;
-    then ``data.unseen_auto`` takes the proportional split, and without it the error names
-    the ``--set`` line that would work."""
-    if identities - d.unseen_identities >= 2:
-        return d.unseen_identities, ""
-    if identities < 2:
-        raise ValueError(f"need at least two training identities, got {identities} in all")
-    fit = proportional_unseen(identities)
-    if not d.unseen_auto:
-        raise ValueError(
-            f"need at least two training identities: data.unseen_identities="
-            f"{d.unseen_identities} leaves {max(identities - d.unseen_identities, 0)} of the "
-            f"{identities} identities; --set data.unseen_identities={fit} would work "
-            f"(any value from 0 to {identities - 2} except 1)"
-        )
-    return fit, (
-        f"data.unseen_identities={d.unseen_identities} would leave "
-        f"{max(identities - d.unseen_identities, 0)} of the {identities} identities for "
-        f"training; using the small-data split instead: {fit} unseen, {identities - fit} "
-        f"trained (--set data.unseen_identities=N to choose)"
-    )
-
-
-def relabel(labels: torch.Tensor, keep: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices of the images of classes ``keep``, their labels renumbered 0..len(keep)-1)."""
-    lut = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
-    lut[torch.tensor(keep, dtype=torch.long)] = torch.arange(len(keep))
-    new = lut[labels]
-    idx = (new >= 0).nonzero().flatten()
-    return idx, new[idx]
-
-
-def split_heldout(labels: torch.Tensor, num_classes: int, per_id: int, seed: int):
-    """(train positions, held-out positions): ``per_id`` random images of every identity."""
-    g = torch.Generator().manual_seed(seed)
-    hold = []
-    for c in range(num_classes):
-        idx = (labels == c).nonzero().flatten()
-        if per_id and len(idx) <= per_id:
-            raise ValueError(
-                f"identity {c} has {len(idx)} images; holding out data.heldout_per_identity="
-                f"{per_id} needs at least {per_id + 1} (lower it, or drop small identities)"
-            )
-        hold.append(idx[torch.randperm(len(idx), generator=g)[:per_id]])
-    mask = torch.zeros(len(labels), dtype=torch.bool)
-    mask[torch.cat(hold)] = True
-    return (~mask).nonzero().flatten(), mask.nonzero().flatten()
 
 
 def _class_namer(src: ImageSource, notes: dict):
@@ -257,14 +164,6 @@ def _subset(raw: ImageSource, idx, labels, num_classes: int) -> ImageSource:
     if isinstance(raw, SubsetSource):  # unreadable images were dropped: index the base
         return SubsetSource(raw.base, raw.index[np.asarray(idx)], labels, num_classes)
     return SubsetSource(raw, idx, labels, num_classes)
-
-
-def available_pairs(labels: torch.Tensor) -> tuple[int, int]:
-    """(genuine, impostor): the distinct image pairs a label vector allows."""
-    counts = torch.bincount(labels).long()
-    genuine = int((counts * (counts - 1) // 2).sum())
-    n = len(labels)
-    return genuine, n * (n - 1) // 2 - genuine
 
 
 def _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir: Path, pairs) -> list[dict]:
