@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from auggen.eval.verification import _as_numpy
+from auggen.eval.verification import as_numpy
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -18,7 +18,7 @@ def threshold_at_far(impostor_scores, far: float) -> float:
     only lower the count above it); far >= 1 returns -inf (accept everything). For
     far < 1 / #impostor, t is the largest impostor score: no impostor is accepted.
     """
-    imp = np.sort(_as_numpy(impostor_scores, np.float64))[::-1]
+    imp = np.sort(as_numpy(impostor_scores, np.float64))[::-1]
     if len(imp) == 0:
         raise ValueError("impostor_scores is empty: FAR is undefined")
     if not 0 <= far <= 1:
@@ -32,7 +32,7 @@ def tar_at_far(scores, issame, far: float | Sequence[float]):
 
     ``far`` a float gives a float; a sequence gives a numpy array of the same length.
     """
-    scores, issame = _as_numpy(scores, np.float64), _as_numpy(issame, bool)
+    scores, issame = as_numpy(scores, np.float64), as_numpy(issame, bool)
     if scores.ndim != 1 or scores.shape != issame.shape:
         raise ValueError(
             f"scores and issame must be (N,) of equal length, got {scores.shape} {issame.shape}"
@@ -59,7 +59,7 @@ def far_key(far: float) -> str:
 
 def tar_at_far_table(scores, issame, fars: Sequence[float] = IJB_FARS) -> dict[str, float]:
     """{"TAR@FAR=1e-6": ..., ...}; FARs below 1 / #impostor are left out (not measurable)."""
-    n_imp = int((~_as_numpy(issame, bool)).sum())
+    n_imp = int((~as_numpy(issame, bool)).sum())
     usable = [f for f in fars if f * n_imp >= 1]
     tars = tar_at_far(scores, issame, usable) if usable else []
     return {far_key(f): float(t) for f, t in zip(usable, tars)}

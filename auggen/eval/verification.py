@@ -12,7 +12,7 @@ import torch
 INSIGHTFACE_DISTANCE_GRID = np.arange(0, 4, 0.01)
 
 
-def _as_numpy(x, dtype=None) -> np.ndarray:
+def as_numpy(x, dtype=None) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
@@ -20,7 +20,7 @@ def _as_numpy(x, dtype=None) -> np.ndarray:
 
 def cosine_to_distance(scores) -> np.ndarray:
     """Squared Euclidean distance of L2-normalised embeddings from their cosine: 2 - 2 cos."""
-    return 2.0 - 2.0 * _as_numpy(scores, np.float64)
+    return 2.0 - 2.0 * as_numpy(scores, np.float64)
 
 
 def kfold_slices(n: int, nfolds: int) -> list[slice]:
@@ -91,14 +91,14 @@ def best_threshold(scores, issame, thresholds="insightface") -> tuple[float, flo
     cosine thresholds. Ties always go to the strictest rule (smallest distance = largest
     cosine), as insightface's np.argmax over its ascending distance grid does.
     """
-    scores, issame = _as_numpy(scores, np.float64), _as_numpy(issame, bool)
+    scores, issame = as_numpy(scores, np.float64), as_numpy(issame, bool)
     protocol = _protocol(thresholds)
     if protocol == "insightface":
         t, acc = _best_on_distance_grid(cosine_to_distance(scores), issame)
         return 1.0 - t / 2.0, acc
     if protocol == "exact":
         return _best_on_cosine(scores, issame, candidate_thresholds(scores))
-    return _best_on_cosine(scores, issame, np.sort(_as_numpy(thresholds, np.float64)))
+    return _best_on_cosine(scores, issame, np.sort(as_numpy(thresholds, np.float64)))
 
 
 def verification_folds(scores, issame, nfolds: int = 10, thresholds="insightface") -> dict:
@@ -112,7 +112,7 @@ def verification_folds(scores, issame, nfolds: int = 10, thresholds="insightface
     always the cosine equivalents (rule "score > t"). See ``best_threshold`` for the other
     choices ("exact", or an array of cosine thresholds).
     """
-    scores, issame = _as_numpy(scores, np.float64), _as_numpy(issame, bool)
+    scores, issame = as_numpy(scores, np.float64), as_numpy(issame, bool)
     if scores.ndim != 1 or scores.shape != issame.shape:
         raise ValueError(
             f"scores and issame must be (N,) of equal length, got {scores.shape} {issame.shape}"
@@ -166,7 +166,7 @@ def make_verification_pairs(labels, num_pairs: int, seed: int = 0):
     unordered pairs of distinct images, shuffled together so every contiguous fold of the
     10-fold protocol mixes both kinds. Deterministic for a given ``seed``.
     """
-    labels = _as_numpy(labels, np.int64)
+    labels = as_numpy(labels, np.int64)
     if labels.ndim != 1:
         raise ValueError(f"labels must be (N,), got shape {labels.shape}")
     if num_pairs < 2:

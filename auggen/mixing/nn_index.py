@@ -50,7 +50,7 @@ import math
 import numpy as np
 import torch
 
-from auggen.mixing.search import _faiss
+from auggen.mixing.search import load_faiss
 
 EXACT_LIMIT = 4e9  # query x base pairs searched exactly on the CPU (see the docstring)
 GPU_EXACT_LIMIT = 1e13
@@ -144,7 +144,7 @@ class NearestIndex:
             raise ValueError(f"base must be a non-empty (N, D) array, got {tuple(base.shape)}")
         self.n, self.dim = base.shape
         n_queries = self.n if n_queries is None else int(n_queries)
-        self.faiss = _faiss()
+        self.faiss = load_faiss()
         cuda = torch.cuda.is_available() and gpu is not False
         faiss_gpu = (
             cuda

@@ -13,16 +13,17 @@ import torch
 BACKENDS = ("auto", "faiss", "torch")
 
 
-def _faiss():
+def load_faiss():
+    """The faiss module, or None when it is not installed (the torch search stands in)."""
     try:
-        import faiss
+        import faiss  # optional: the nearest-neighbour extra; torch search otherwise
     except ImportError:
         return None
     return faiss
 
 
 def faiss_available() -> bool:
-    return _faiss() is not None
+    return load_faiss() is not None
 
 
 def l2_normalize(x) -> torch.Tensor:
@@ -58,7 +59,7 @@ def search_inner_product(
         )
     if not 1 <= k <= len(db):
         raise ValueError(f"k must be in [1, {len(db)}] (database size), got {k}")
-    faiss = _faiss() if backend != "torch" else None
+    faiss = load_faiss() if backend != "torch" else None
     if backend == "faiss" and faiss is None:
         raise ImportError("backend='faiss' but faiss is not installed (pip install faiss-cpu)")
     if faiss is not None:

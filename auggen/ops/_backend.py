@@ -159,7 +159,7 @@ def usable(backend: str, x: torch.Tensor) -> bool:
     v = _VERDICTS.get((backend, x.device, x.dtype))
     if v is not None:
         return v.ok
-    if backend == "reference" or _compiling() or getattr(_LOCAL, "testing", False):
+    if backend == "reference" or compiling() or getattr(_LOCAL, "testing", False):
         return True
     if x.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
         return True
@@ -291,7 +291,7 @@ def cpu_kernels():
     return cpu_ext
 
 
-def _compiling() -> bool:
+def compiling() -> bool:
     is_compiling = getattr(torch.compiler, "is_compiling", None)
     return bool(is_compiling and is_compiling())
 
@@ -307,7 +307,7 @@ def dispatch(op, *tensors):
     autograd cost ~35 µs a call and as much per backward on CPU, more than the kernels of a
     small UNet layer; an autograd.Function costs a third of that."""
     tensors = [t for t in tensors if t is not None]
-    if _compiling() or any(type(t) not in _PLAIN for t in tensors):
+    if compiling() or any(type(t) not in _PLAIN for t in tensors):
         return op
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         eager = _EAGER.get(op)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from auggen.ops._backend import _compiling, cpu_kernels, resolve
+from auggen.ops._backend import compiling, cpu_kernels, resolve
 
 # Output-tile rows and the weight transform's G (F(4x4, 3x3), interpolation points 0, ±1, ±2).
 _G = (
@@ -80,7 +80,7 @@ def winograd_applies(x: torch.Tensor, w: torch.Tensor, backend: str | None = Non
         and x.is_contiguous(memory_format=torch.channels_last)
         and not torch.is_autocast_enabled("cpu")
         and type(x) is torch.Tensor
-        and not _compiling()
+        and not compiling()
         and resolve(backend, x) == "cpu"
     )
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from auggen.pipeline.cost import forward_flops
+
 TARGET_S = 0.5  # a timed call this long (or at the run's batch) ends a measurement
 LONG_S = 4.0  # a first call this long is the measurement (no second call)
 
@@ -87,7 +89,6 @@ def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) ->
     """gen_step (EDM2 loss, backward, Adam) and sample (one denoiser call, no grad)."""
     from auggen.generator import build_unet
     from auggen.generator.train import edm2_loss
-    from auggen.pipeline.plan import _forward_flops
     from auggen.runtime import use_bf16
 
     g = cfg.gen
@@ -112,7 +113,7 @@ def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) ->
         return step
 
     rates = {}
-    g_flops = _forward_flops(
+    g_flops = forward_flops(
         _reference_copy(net), torch.zeros(1, c, r, r, device=dev), torch.ones(1, device=dev),
         torch.zeros(1, classes, device=dev),
     )  # fmt: skip
@@ -136,7 +137,6 @@ def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) ->
 
 def _fr_rates(cfg, classes: int, dev: torch.device, sync) -> dict:
     """fr_step (backbone + margin head, cross-entropy, backward, SGD) and embed (forward)."""
-    from auggen.pipeline.plan import _forward_flops
     from auggen.recognition import build_backbone
     from auggen.recognition.heads import build_head
     from auggen.recognition.iresnet import memory_format_for
@@ -144,7 +144,7 @@ def _fr_rates(cfg, classes: int, dev: torch.device, sync) -> dict:
 
     f = cfg.fr
     backbone = build_backbone(f.backbone, f.input_size, f.embedding_size, width=f.width)
-    f_flops = _forward_flops(backbone.eval(), torch.zeros(1, 3, f.input_size, f.input_size))
+    f_flops = forward_flops(backbone.eval(), torch.zeros(1, 3, f.input_size, f.input_size))
     head = build_head(f.head, f.embedding_size, classes, **f.head_kwargs)
     model = FRModel(backbone, head).to(dev).train()
     fmt, _ = memory_format_for(model, dev, f.channels_last)

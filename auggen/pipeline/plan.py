@@ -13,10 +13,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from auggen.data.dataset import dataset_size
 from auggen.mixing.choice import grid_skipped
+from auggen.pipeline.cost import denoiser_evals, generator_cost, human, recogniser_cost
 from auggen.pipeline.plan_mixing import mode_lines
 
 # Dense bf16 tensor-core peak per GPU, FLOP/s (vendor datasheets, SXM parts, no sparsity).
@@ -51,54 +50,12 @@ def data_size(cfg, out_root: Path | None = None) -> DataSize:
     return DataSize(n, classes, how)
 
 
-def _forward_flops(module: torch.nn.Module, *inputs) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return float(counter.get_total_flops())
-
-
-def generator_cost(cfg, classes: int) -> tuple[float, int]:
-    """(FLOPs of one denoiser evaluation per image, parameters) of the configured G."""
-    from auggen.generator import build_unet, set_backend
-
-    g = cfg.gen
-    kw = dict(g.overrides)
-    if g.dropout is not None:
-        kw["dropout"] = g.dropout
-    net = build_unet(g.preset, g.resolution, classes, **kw).eval()
-    set_backend(net, "reference")  # plain torch ops, which the flop counter knows
-    r = g.resolution
-    x = torch.zeros(1, net.img_channels, r, r)
-    labels = torch.zeros(1, classes) if classes else None
-    flops = _forward_flops(net, x, torch.ones(1), labels)
-    return flops, sum(p.numel() for p in net.parameters())
-
-
-def recogniser_cost(cfg, classes: int) -> tuple[float, float, int]:
-    """(backbone FLOPs per image, head FLOPs per image, backbone parameters) of the FR net."""
-    from auggen.recognition import build_backbone
-
-    f = cfg.fr
-    net = build_backbone(f.backbone, f.input_size, f.embedding_size, width=f.width).eval()
-    flops = _forward_flops(net, torch.zeros(1, 3, f.input_size, f.input_size))
-    head = 2.0 * f.embedding_size * classes * f.partial_fc_rate  # cosine logits
-    return flops, head, sum(p.numel() for p in net.parameters())
-
-
-def _evals(cfg) -> int:
-    s = cfg.sample
-    n = 2 * s.num_steps - 1 if s.solver == "heun" else s.num_steps
-    return n * (2 if s.guidance != 1.0 else 1)  # guidance runs a second network
-
-
 def stage_work(cfg, size: DataSize) -> list[dict]:
     """One row per stage: what it computes and stores."""
     n, c = size.images, size.classes
     g_flops, g_params = generator_cost(cfg, c)
     f_flops, head_flops, f_params = recogniser_cost(cfg, c)
-    ev = _evals(cfg)
+    ev = denoiser_evals(cfg)
     px = 3 * cfg.gen.resolution**2
     embed = 2 * f_flops if cfg.embed.flip else f_flops  # flip-fused: two forwards per image
     seeds = len(cfg.seeds)
@@ -166,13 +123,6 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
     ]
 
 
-def _h(x: float, unit: str = "") -> str:
-    for div, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3g} {suffix}{unit}"
-    return f"{x:.3g} {unit}".strip()
-
-
 def format_plan(
     cfg,
     size: DataSize,
@@ -206,15 +156,15 @@ def format_plan(
         hours = [r["flops"] / (k * peak * util) / 3600 for k in gpus]
         lines.append(
             f"| {r['stage']} | {r['images']:,} | {r['steps']:,} | {r['evals']:,} | "
-            f"{_h(r['flops'])} | {_h(r['disk'], 'B')} | {_h(r['ram'], 'B')} |"
+            f"{human(r['flops'])} | {human(r['disk'], 'B')} | {human(r['ram'], 'B')} |"
             + "".join(f" {h:.2f} |" for h in hours)
             + (_minutes_cell(r, cal) if cal is not None else "")
         )
     disk = sum(r["disk"] for r in rows)
     hours = [total / (k * peak * util) / 3600 for k in gpus]
     lines.append(
-        f"| **total** | | | | {_h(total)} | {_h(disk, 'B')} | "
-        f"{_h(max(r['ram'] for r in rows), 'B')} (peak) |"
+        f"| **total** | | | | {human(total)} | {human(disk, 'B')} | "
+        f"{human(max(r['ram'] for r in rows), 'B')} (peak) |"
         + "".join(f" {h:.1f} |" for h in hours)
         + (_minutes_total(rows, cal) if cal is not None else "")
     )
@@ -255,7 +205,7 @@ def _duration(seconds: float) -> str:
 
 
 def _calibration_note(cal) -> str:
-    rates = ", ".join(f"{k} {_h(v, 'FLOP/s')}" for k, v in cal.rates.items())
+    rates = ", ".join(f"{k} {human(v, 'FLOP/s')}" for k, v in cal.rates.items())
     return (
         f"Time here: this stage's FLOPs at the rates measured on {cal.device} in "
         f"{cal.seconds:.1f} s (a generator step, an FR step, a sampler call and an embedding "

@@ -8,14 +8,14 @@ network on its k source conditions: k rows (the per-step batch is k times larger
 
 from __future__ import annotations
 
+from auggen.pipeline.cost import denoiser_evals, generator_cost, human
+
 
 def mode_costs(cfg, classes: int, g_flops: float | None = None) -> list[dict]:
     """One dict per mode: grid images, denoiser rows (grid, generate), FLOPs of both."""
-    from auggen.pipeline.plan import _evals, generator_cost
-
     if g_flops is None:
         g_flops = generator_cost(cfg, classes)[0]
-    ev = _evals(cfg)
+    ev = denoiser_evals(cfg)
     gr, g = cfg.grid, cfg.generate
     cells = len(gr.alphas) * len(gr.betas)
     grid_images = cells * gr.pairs * gr.samples_per_cell
@@ -38,8 +38,6 @@ def mode_costs(cfg, classes: int, g_flops: float | None = None) -> list[dict]:
 
 def mode_lines(cfg, classes: int, gpus, kind: str, peak: float, util: float) -> list[str]:
     """Markdown: the cost of each mixing mode (the generator's part; embedding is alike)."""
-    from auggen.pipeline.plan import _h
-
     rows = mode_costs(cfg, classes)
     head = (
         "| generate.mix | grid cells | grid denoiser rows | D_aug denoiser rows | rows per image |"
@@ -51,7 +49,7 @@ def mode_lines(cfg, classes: int, gpus, kind: str, peak: float, util: float) -> 
         hours = [r["flops"] / (k * peak * util) / 3600 for k in gpus]
         lines.append(
             f"| {r['mode']} | {r['grid_cells']} | {r['grid_rows']:,} | {r['generate_rows']:,} | "
-            f"{r['rows_per_image']} | {_h(r['flops'])} |" + "".join(f" {h:.2f} |" for h in hours)
+            f"{r['rows_per_image']} | {human(r['flops'])} |" + "".join(f" {h:.2f} |" for h in hours)
         )
     chosen = "score" if cfg.generate.mix == "score" else "condition"
     lines.append("")

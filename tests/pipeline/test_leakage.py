@@ -91,7 +91,7 @@ def test_unreachable_recall_falls_back_to_exact():
 
 
 def test_torch_fallback_without_faiss(monkeypatch):
-    monkeypatch.setattr(nn_index, "_faiss", lambda: None)
+    monkeypatch.setattr(nn_index, "load_faiss", lambda: None)
     base, query = _clustered(MIN_IVF_BASE + 500, 100)
     scores, idx, info = nearest(query, base, k=2, exact_limit=0, gpu=False)
     assert info["kind"] == "exact" and info["backend"] == "torch-cpu"

@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from auggen.pipeline.cli import main
-from auggen.pipeline.plan import DataSize, _forward_flops, format_plan, stage_work
+from auggen.pipeline.cost import forward_flops
+from auggen.pipeline.plan import DataSize, format_plan, stage_work
 from auggen.pipeline.presets import PRESETS
 
 
 def test_flop_count_of_a_convolution_matches_the_formula():
     conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
-    assert _forward_flops(conv, torch.zeros(1, 3, 16, 16)) == 2 * 3 * 8 * 9 * 16 * 16
+    assert forward_flops(conv, torch.zeros(1, 3, 16, 16)) == 2 * 3 * 8 * 9 * 16 * 16
 
 
 def test_stage_work_follows_the_config():

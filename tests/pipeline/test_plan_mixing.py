@@ -2,7 +2,8 @@
 
 from dataclasses import replace
 
-from auggen.pipeline.plan import DataSize, _evals, format_plan, stage_work
+from auggen.pipeline.cost import denoiser_evals
+from auggen.pipeline.plan import DataSize, format_plan, stage_work
 from auggen.pipeline.plan_mixing import mode_costs
 from auggen.pipeline.presets import PRESETS
 
@@ -10,7 +11,7 @@ from auggen.pipeline.presets import PRESETS
 def test_each_mode_costs_what_it_samples():
     cfg = PRESETS["micro"]
     cond, score = mode_costs(cfg, 10, g_flops=1.0)
-    ev, gr, g = _evals(cfg), cfg.grid, cfg.generate
+    ev, gr, g = denoiser_evals(cfg), cfg.grid, cfg.generate
     assert cond["grid_rows"] == len(gr.alphas) * len(gr.betas) * gr.pairs * gr.samples_per_cell * ev
     assert score["grid_rows"] == 0 and score["grid_cells"] == 0
     assert score["generate_rows"] == g.sources * cond["generate_rows"]
