@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from auggen.data.dataset import open_dataset
+from auggen.eval.embeddings import embed_source, extract_embeddings
 from auggen.files import UnsafeOrCorruptFile, atomic_path, atomic_write_bytes, atomic_write_json
 
 LOAD_ERRORS = (FileNotFoundError, ValueError, UnsafeOrCorruptFile, OSError)
@@ -42,43 +41,6 @@ def open_images(path, size: int):
     if ds.kind == "verification_bin":
         return ds.source, "verification_bin", {"issame": ds.issame}
     return ds.source, INPUT_KINDS.get(ds.kind, ds.kind), {"labels": ds.source.labels.numpy()}
-
-
-def _decoded_chunks(src, chunk: int, workers: int):
-    """uint8 chunks of ``src`` in order; the next chunk decodes while the caller embeds."""
-    n = len(src)
-    with ThreadPoolExecutor(max(1, workers)) as pool, ThreadPoolExecutor(1) as ahead:
-
-        def decode(lo):
-            return torch.stack(list(pool.map(src.read_one, range(lo, min(lo + chunk, n)))))
-
-        pending = ahead.submit(decode, 0) if n else None
-        for lo in range(0, n, chunk):
-            batch = pending.result()
-            if lo + chunk < n:
-                pending = ahead.submit(decode, lo + chunk)
-            yield batch
-
-
-def embed_source(
-    model, src, batch_size=128, flip=True, device="cpu", workers=4, progress=True, out=None
-) -> np.ndarray:
-    """float32 (N, D) unit embeddings of every image of ``src``, written into ``out`` when
-    given (e.g. a memory-mapped .npy, so a large set never sits in memory)."""
-    from tqdm.auto import tqdm
-
-    from auggen.eval.embeddings import extract_embeddings
-
-    if out is None:
-        out = np.zeros((len(src), model.embedding_size), np.float32)
-    lo = 0
-    with tqdm(total=len(src), unit="img", desc="embed", disable=not progress) as bar:
-        for images in _decoded_chunks(src, 4 * batch_size, workers):
-            feats = extract_embeddings(model, images, batch_size, flip, device)
-            out[lo : lo + len(images)] = feats.numpy()
-            lo += len(images)
-            bar.update(len(images))
-    return out
 
 
 def output_paths(out) -> dict[str, Path]:
@@ -152,8 +114,9 @@ def main(argv=None, prog: str | None = None) -> int:
         with atomic_path(paths["embeddings"]) as tmp:
             feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
             embed_source(
-                model, src, args.batch_size, flip, args.device, args.workers,
-                progress=not args.no_progress, out=feats,
+                lambda x: extract_embeddings(model, x, args.batch_size, flip, args.device),
+                src, 4 * args.batch_size, workers=args.workers, out=feats,
+                progress=not args.no_progress,
             )  # fmt: skip
             feats.flush()
             del feats

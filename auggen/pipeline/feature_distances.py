@@ -16,6 +16,7 @@ import torch
 
 from auggen.data.index import open_index
 from auggen.data.source import resized
+from auggen.eval.embeddings import embed_source
 from auggen.eval.fd_kd import frechet_distance, kernel_distance
 from auggen.eval.paired import paired_difference
 from auggen.pipeline.pretrained import m_orig
@@ -34,23 +35,17 @@ def spread(n: int, cap: int = MAX_IMAGES) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
 
-def embed_images(embed, src, indices: np.ndarray, batch: int) -> torch.Tensor:
-    return torch.cat(
-        [embed(src.read(indices[lo : lo + batch])) for lo in range(0, len(indices), batch)]
-    )
-
-
 def set_features(cfg, in_dirs) -> dict[str, torch.Tensor]:
     """{"orig", "repro", "aug"} -> M_orig embeddings (a set whose stage left no index is absent)."""
     embed = embedder(m_orig(cfg, in_dirs), cfg)
     batch = cfg.embed.batch_size
     real = resized(open_data(in_dirs), cfg.gen.resolution)
-    feats = {"orig": embed_images(embed, real, spread(len(real)), batch)}
+    feats = {"orig": embed_source(embed, real, batch, spread(len(real)))}
     for name, (stage, index) in SETS.items():
         path = Path(in_dirs[stage]) / index
         if path.exists():
             src = open_index(path)
-            feats[name] = embed_images(embed, src, spread(len(src)), batch)
+            feats[name] = embed_source(embed, src, batch, spread(len(src)))
     return feats
 
 

@@ -7,7 +7,7 @@ is reported beside it: a generated identity should sit further from the training
 a real photo of a training identity does.
 
 Scale (CASIA: 0.49 M real images, millions of generated ones): images are read and embedded
-``batch_size`` at a time (optionally in DataLoader workers), so only the real embeddings are
+``batch_size`` at a time (optionally decoded ahead on threads), so only the real embeddings are
 held (N x D float32, ~1 GB for CASIA; float32 keeps the cosines of a small run identical to
 the in-memory audit), and each generated batch is searched as soon as it is embedded. Above
 ``exact_limit`` query x real pairs the search is an IVF index whose nprobe is calibrated on
@@ -23,9 +23,9 @@ import heapq
 import numpy as np
 import torch
 
-from auggen.data.loader import step_loader
 from auggen.data.source import ImageSource, TensorSource, as_source
 from auggen.data.types import LabeledImages
+from auggen.eval.embeddings import embed_source, iter_embeddings
 from auggen.files import atomic_path
 from auggen.mixing.nn_index import RECALL_SAMPLE, NearestIndex
 from auggen.pipeline.figures import pyplot, save_figure
@@ -48,38 +48,10 @@ def _source(data) -> ImageSource:
     return as_source(data)
 
 
-class _ReadRange:
-    """Batch ``b`` of a source: picklable, so DataLoader workers can decode it."""
-
-    def __init__(self, src: ImageSource, batch: int):
-        self.src, self.batch = src, batch
-
-    def __call__(self, b: int) -> torch.Tensor:
-        lo = b * self.batch
-        return self.src.read(range(lo, min(lo + self.batch, len(self.src))))
-
-
-def _embedded(embed, src: ImageSource, batch: int, workers: int):
-    """Yields (start, float32 (B, D) numpy) over ``src`` in order."""
-    n_batches = -(-len(src) // batch)
-    loader = step_loader(_ReadRange(src, batch), 0, n_batches, workers)
-    for b, images in enumerate(loader):
-        yield b * batch, torch.as_tensor(embed(images)).float().cpu().numpy()
-
-
-def _embed_all(embed, src: ImageSource, batch: int, workers: int) -> np.ndarray:
-    feats = None
-    for lo, f in _embedded(embed, src, batch, workers):
-        if feats is None:  # D is known from the first batch; one allocation, no concat copy
-            feats = np.empty((len(src), f.shape[1]), np.float32)
-        feats[lo : lo + len(f)] = f
-    return feats
-
-
 def _nearest_all(embed, index: NearestIndex, src: ImageSource, batch: int, workers: int):
     cos, idx = np.empty(len(src), np.float32), np.empty(len(src), np.int64)
-    for lo, f in _embedded(embed, src, batch, workers):
-        s, i = index.search(f, 1)
+    for lo, f in iter_embeddings(embed, src, batch, workers=workers):
+        s, i = index.search(f.numpy(), 1)
         cos[lo : lo + len(f)], idx[lo : lo + len(f)] = s[:, 0], i[:, 0]
     return cos, idx
 
@@ -145,7 +117,8 @@ def leakage_audit(
         len(aug_src), min(recall_sample, len(aug_src)), replace=False
     )
     index = NearestIndex(
-        _embed_all(embed, real_src, batch_size, num_workers),  # the index keeps the only ref
+        # The index keeps the only reference to the real embeddings.
+        embed_source(embed, real_src, batch_size, workers=num_workers).numpy(),
         n_queries,
         exact_limit=exact_limit,
         # Only embedded when an IVF is built: re-reading a sample beats holding every query.

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,3 +79,32 @@ def test_cuda_embeddings_and_search_match_cpu():
     torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
     q, db = torch.randn(50, 16), torch.randn(300, 16)
     assert torch.equal(nearest_neighbor(q.cuda(), db.cuda()), nearest_neighbor(q, db, "torch"))
+
+
+def test_embed_source_matches_one_call_per_batch():
+    """The one whole-set embedder: same rows as embedding each batch by hand, in order, with
+    or without decode threads, into a given array, and at chosen indices."""
+    from auggen.data.source import TensorSource
+    from auggen.data.types import LabeledImages
+    from auggen.eval.embeddings import embed_source
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (23, 3, 8, 8), generator=g, dtype=torch.uint8)
+    src = TensorSource(LabeledImages(images, torch.zeros(23, dtype=torch.long), []))
+    w = torch.randn(3 * 8 * 8, 5, generator=g)
+    calls = []
+
+    def embed(x):
+        calls.append(len(x))
+        return torch.nn.functional.normalize(x.float().flatten(1) @ w, dim=1)
+
+    ref = torch.cat([embed(images[lo : lo + 4]) for lo in range(0, 23, 4)])
+    calls.clear()
+    assert torch.equal(embed_source(embed, src, 4), ref) and calls == [4] * 5 + [3]
+    assert torch.equal(embed_source(embed, src, 4, workers=2), ref)
+    out = np.zeros((23, 5), np.float32)
+    assert embed_source(embed, src, 4, out=out) is out and np.array_equal(out, ref.numpy())
+    pick = np.array([22, 0, 5, 5, 9])
+    assert torch.equal(embed_source(embed, src, 2, pick), ref[pick])
+    empty = TensorSource(LabeledImages(images[:0], torch.zeros(0, dtype=torch.long), []))
+    assert embed_source(embed, empty, 4).numel() == 0

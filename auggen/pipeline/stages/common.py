@@ -100,25 +100,3 @@ def open_data(in_dirs, name: str = "train"):
     from auggen.data.index import open_index
 
     return open_index(Path(in_dirs["data"]) / f"{name}.index.json")
-
-
-def embed_source(embed, src, batch: int = 1024, split: bool = False) -> torch.Tensor:
-    """Embeddings of every image of ``src``, reading ``batch`` images at a time.
-
-    ``split``: every rank of a torchrun job calls this; each embeds its own contiguous block
-    and all receive the whole table (in image order).
-    """
-    from auggen import runtime
-
-    rt = runtime.current()
-    block = runtime.my_block(len(src), rt) if split else range(len(src))
-    feats = [
-        embed(src.read(range(lo, min(lo + batch, block.stop))))
-        for lo in range(block.start, block.stop, batch)
-    ]
-    mine = torch.cat(feats) if feats else None
-    if not (split and rt.enabled):
-        return mine if mine is not None else torch.empty(0)
-    if mine is None:  # a rank with no images still takes part, with the right row width
-        mine = torch.empty(0, embed(src.read([0])).shape[1]) if len(src) else torch.empty(0, 0)
-    return runtime.gather_rows(mine.float(), "embeddings of every rank's block", rt)

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from auggen import runtime
+from auggen.eval.embeddings import embed_source
 from auggen.files import read_json
 from auggen.pipeline.stage import write_json
-from auggen.pipeline.stages.common import embed_source, embedder, fr_run_dir, load_fr
+from auggen.pipeline.stages.common import embedder, fr_run_dir, load_fr
 from auggen.pipeline.store import load, write_csv
 
 MODEL_LABELS = {"baseline": "D_orig", "repro": "D_orig + D_repro", "aug": "D_orig + D_aug"}

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from auggen import runtime
+from auggen.eval.embeddings import embed_source
 from auggen.faults import fault_point
 from auggen.files import read_json
 from auggen.mixing.choice import (
@@ -44,7 +45,6 @@ from auggen.pipeline.leakage import leakage_audit
 from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
-    embed_source,
     embedder,
     load_gen,
     open_data,

@@ -17,6 +17,7 @@ import time
 import torch
 
 from auggen import runtime
+from auggen.eval.embeddings import embed_source
 from auggen.faults import fault_point
 from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
 from auggen.mixing.choice import grid_skipped
@@ -24,7 +25,6 @@ from auggen.pipeline.figures import montage, save_png
 from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
-    embed_source,
     embedder,
     load_gen,
     open_data,
