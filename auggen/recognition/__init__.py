@@ -9,8 +9,9 @@ AdaFace ``.ckpt`` and this project's runs (``adaface_ir*``: AdaFace's layout, se
 """
 
 from auggen.recognition.augment import AugmentConfig, augment_batch
+from auggen.recognition.backbones import BACKBONES, build_backbone
 from auggen.recognition.heads import HEADS, AdaFace, ArcFace, CosFace, build_head
-from auggen.recognition.iresnet import BACKBONES, IResNet, build_backbone
+from auggen.recognition.iresnet import IResNet
 from auggen.recognition.partial_fc import sample_classes
 from auggen.recognition.pretrained import Embedder, load_pretrained
 from auggen.recognition.train import PRESETS, FRTrainConfig, load_backbone, train_fr

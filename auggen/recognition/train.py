@@ -39,6 +39,7 @@ from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
 from auggen.files import load_safetensors, load_torch_weights, read_json
 from auggen.recognition.augment import AugmentConfig, augment_batch
+from auggen.recognition.backbones import build_backbone
 from auggen.recognition.batches import (
     EpochBatches,
     check_data,
@@ -55,7 +56,7 @@ from auggen.recognition.checkpoint import (
 )
 from auggen.recognition.checkpoint import save_run_checkpoint as _save_checkpoint
 from auggen.recognition.heads import build_head
-from auggen.recognition.iresnet import build_backbone, memory_format_for
+from auggen.recognition.iresnet import memory_format_for
 from auggen.recognition.partial_fc import sample_classes
 from auggen.recognition.periodic_verification import PeriodicVerification
 from auggen.recognition.schedule import SCHEDULES, LRSchedule

@@ -10,15 +10,13 @@ import textwrap
 import pytest
 import torch
 
-from auggen.recognition.iresnet import (
-    MIN_CL_SHORTCUT_CHANNELS_CPU,
-    build_backbone,
-    memory_format_for,
-)
+from auggen.recognition.backbones import build_backbone
+from auggen.recognition.iresnet import MIN_CL_SHORTCUT_CHANNELS_CPU, memory_format_for
 
 TRAIN_ONE_STEP = """
 import torch
-from auggen.recognition.iresnet import build_backbone, memory_format_for
+from auggen.recognition.backbones import build_backbone
+from auggen.recognition.iresnet import memory_format_for
 torch.manual_seed(0)
 torch.set_num_threads(1)
 model = build_backbone("ir18", embedding_size=64, width={width})
