@@ -100,13 +100,13 @@ def main() -> None:
     for s in args.set:
         cfg = apply_set(cfg, s)
     cfg = replace(cfg, threads=args.threads, device=args.device or cfg.device)
-    load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
+    load_before = round(os.getloadavg()[0], 2)  # the machine may be shared: say how busy it was
     if args.reuse:
         run_dir = Path(args.reuse)
     else:
         run_dir = Path(args.out or f"runs/bench-{args.preset}")
         run_pipeline(cfg, run_dir, STAGES)
-    load_after = os.getloadavg()[0]
+    load_after = round(os.getloadavg()[0], 2)
     device, threads = cfg.device, args.threads or torch.get_num_threads()
     if (run_dir / "data" / "timing.json").exists():
         first = json.loads((run_dir / "data" / "timing.json").read_text())
