@@ -26,10 +26,7 @@ import numpy as np
 
 from auggen.data.dataset import open_dataset
 from auggen.eval.embeddings import embed_source, extract_embeddings
-from auggen.files import UnsafeOrCorruptFile, atomic_path, atomic_write_bytes, atomic_write_json
-
-LOAD_ERRORS = (FileNotFoundError, ValueError, UnsafeOrCorruptFile, OSError)
-
+from auggen.files import LOAD_ERRORS, atomic_path, atomic_write_bytes, atomic_write_json
 
 INPUT_KINDS = {"folder": "image_folder"}  # OUT.json's names for open_dataset's kinds
 

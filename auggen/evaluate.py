@@ -14,8 +14,7 @@ import io
 import sys
 from pathlib import Path
 
-from auggen.embed import LOAD_ERRORS
-from auggen.files import atomic_write_bytes
+from auggen.files import LOAD_ERRORS, atomic_write_bytes
 
 FAR_COLUMNS = ("TAR@FAR=1e-3", "TAR@FAR=1e-2", "TAR@FAR=1e-1")
 

@@ -23,6 +23,11 @@ class UnsafeOrCorruptFile(ValueError):
     """A file that is not what the project wrote (wrong format, corrupt, or a planted pickle)."""
 
 
+# What loading a user's file can raise, each with a message naming the file (the entry
+# points turn them into one-line errors).
+LOAD_ERRORS = (FileNotFoundError, ValueError, UnsafeOrCorruptFile, OSError)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """The one atomic-write helper: yields a temp path beside ``path`` to write; when the block
@@ -59,6 +64,7 @@ def atomic_save_tensors(path, tensors: dict, metadata: dict | None = None) -> No
 
 
 def atomic_write_json(path, obj) -> None:
+    """``obj`` as indented JSON with sorted keys, written atomically."""
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
 
 

@@ -26,10 +26,9 @@ import torch
 from auggen.data.source import ImageSource, TensorSource, as_source
 from auggen.data.types import LabeledImages
 from auggen.eval.embeddings import embed_source, iter_embeddings
-from auggen.files import atomic_path
+from auggen.files import atomic_path, atomic_write_json
 from auggen.mixing.nn_index import RECALL_SAMPLE, NearestIndex
 from auggen.pipeline.figures import pyplot, save_figure
-from auggen.pipeline.stage import write_json
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
@@ -161,7 +160,7 @@ def leakage_audit(
         # the same person is (the absolute threshold depends on how M_orig spreads faces).
         summary["closer_than_heldout_median_fraction"] = float(np.mean(cos >= np.median(ref)))
     summary["search"] = dict(index.info)
-    write_json(out_dir / "leakage.json", summary)
+    atomic_write_json(out_dir / "leakage.json", summary)
     _plot(cos, ref, threshold, out_dir / "leakage.png")
     return summary
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auggen.files import atomic_path
+from auggen.files import LOAD_ERRORS, atomic_path
 
 CHECK_BATCHES = (1, 7)
 MAX_ABS = 1e-4  # embeddings of the exported model vs torch, per element
@@ -232,7 +232,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    from auggen.embed import LOAD_ERRORS
     from auggen.recognition.pretrained import load_pretrained
 
     parser = build_parser(prog)
