@@ -8,12 +8,15 @@ implementations, so ``torch.compile(fullgraph=True)`` traces through them. ``con
 ``F.conv2d(x, w, padding=1)`` with a Winograd F(4x4, 3x3) path on the CPU backend.
 """
 
+from auggen.ops import _backend, _selftest
 from auggen.ops._backend import BACKENDS, backend_report, backends
 from auggen.ops.attention import mp_attention
 from auggen.ops.conv import conv3x3, winograd_applies, winograd_weight
 from auggen.ops.elementwise import mp_silu, mp_sum, mp_sum_clamp
 from auggen.ops.modulate import modulated_mp_silu
 from auggen.ops.pixel_norm import pixel_norm, pixel_norm_silu
+
+_backend.use_selftest(_selftest)
 
 __all__ = [
     "BACKENDS",

@@ -18,7 +18,6 @@ named backends fail it (fault injection); ``backend_report()`` says what was cho
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import threading
@@ -27,6 +26,8 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+
+from auggen.ops._layout import dtype_code
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 
@@ -166,9 +167,19 @@ def usable(backend: str, x: torch.Tensor) -> bool:
     return _selftest(backend, x.device, x.dtype).ok
 
 
-def _selftest(backend: str, device: torch.device, dtype: torch.dtype) -> Verdict:
-    from auggen.ops._selftest import SelfTestError, run_selftest
+# The self-test runs the public ops, which sit above this module: ``auggen/ops/__init__.py``
+# hands its module in (``use_selftest``) instead of this module importing it.
+_SELFTEST_MODULE: list = []
 
+
+def use_selftest(module) -> None:
+    """Run backend self-tests with ``module.run_selftest`` (raising ``module.SelfTestError``)."""
+    _SELFTEST_MODULE[:] = [module]
+
+
+def _selftest(backend: str, device: torch.device, dtype: torch.dtype) -> Verdict:
+    st = _SELFTEST_MODULE[0]  # looked up per call, so a test may replace run_selftest
+    SelfTestError, run_selftest = st.SelfTestError, st.run_selftest
     family = FAMILIES.get(dtype)
     if family is None:  # not a kernel dtype: nothing to prove, resolve() sends it elsewhere
         return Verdict(backend, str(device), str(dtype), True, False)
@@ -335,11 +346,6 @@ def register_autograd(op, backward, setup_context) -> None:
     _EAGER[op] = Eager
 
 
-def triton_kernels(family: str):
-    """The launcher module ``auggen.kernels.triton.<family>`` (imports triton on first use)."""
-    return importlib.import_module(f"auggen.kernels.triton.{family}")
-
-
 CUDA_ERROR_INSUFFICIENT_DRIVER = 35
 
 
@@ -377,3 +383,38 @@ def check_cuda(err: int, op: str = "", ext=None) -> None:
 
 def cuda_stream(x: torch.Tensor) -> int:
     return torch.cuda.current_stream(x.device).cuda_stream
+
+
+def triton_module(family: str):
+    """The Triton launchers of one op family: ``kernels/triton/<family>.py``."""
+    # Imported on first use: a kernel module imports triton (optional, and slow to import).
+    from auggen.kernels.triton import attention, elementwise, modulate, pixel_norm
+
+    families = {
+        "attention": attention,
+        "elementwise": elementwise,
+        "modulate": modulate,
+        "pixel_norm": pixel_norm,
+    }
+    return families[family]
+
+
+def launch(backend: str, family: str, name: str, tensors, scalars=(), numel=False, **kw):
+    """The one launcher of every fused op: kernel ``name`` of op ``family`` on ``backend``.
+
+    ``cpu`` / ``cuda``: ``name(dtype code of the first tensor, data pointers (None -> 0),
+    [numel of it], *scalars[, stream])`` from ``auggen._C`` / ``auggen._C_cuda``, a CUDA error
+    raised naming the kernel. ``triton``: ``name(*tensors, *scalars, **kw)`` of
+    ``triton_module(family)``; what it returns is returned (attention's outputs).
+    """
+    if backend == "triton":
+        return getattr(triton_module(family), name)(*tensors, *scalars, **kw)
+    ref = next(t for t in tensors if t is not None)
+    args = [dtype_code(ref), *(0 if t is None else t.data_ptr() for t in tensors)]
+    if numel:
+        args.append(ref.numel())
+    if backend == "cpu":
+        return getattr(cpu_kernels(), name)(*args, *scalars)
+    with torch.cuda.device(ref.device):
+        check_cuda(getattr(cuda_ext, name)(*args, *scalars, cuda_stream(ref)), name)
+    return None

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from auggen.ops import _backend
-from auggen.ops._backend import dispatch, register_autograd
+from auggen.ops._backend import dispatch, launch, register_autograd
 from auggen.ops._validate import check_float, check_same_shape
 
 ATTENTION_BACKENDS = ("reference", "cpu", "triton", "cuda")
@@ -67,12 +67,6 @@ def _mp_attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
 # Only look for Triton here: importing it (slow; reads TRITON_INTERPRET) waits for first use,
 # inside the custom op, where torch.compile does not trace.
 HAS_TRITON = importlib.util.find_spec("triton") is not None
-
-
-def _triton_kernels():
-    from auggen.kernels.triton import attention
-
-    return attention
 
 
 def _triton_usable(x: torch.Tensor) -> bool:
@@ -120,7 +114,7 @@ def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
     schema="(Tensor q, Tensor k, Tensor v, float eps, str precision) -> (Tensor, Tensor)",
 )
 def _fwd_op(q, k, v, eps, precision):
-    return _triton_kernels().mp_attention_fwd(q, k, v, eps, precision=precision)
+    return launch("triton", "attention", "mp_attention_fwd", (q, k, v), (eps,), precision=precision)
 
 
 @_fwd_op.register_fake
@@ -139,9 +133,8 @@ def _fwd_fake(q, k, v, eps, precision):
     ),
 )
 def _bwd_op(dout, q, k, v, out, lse, dlse, eps, precision):
-    return _triton_kernels().mp_attention_bwd(
-        dout, q, k, v, out, lse, dlse, eps, precision=precision
-    )
+    tensors = (dout, q, k, v, out, lse, dlse)
+    return launch("triton", "attention", "mp_attention_bwd", tensors, (eps,), precision=precision)
 
 
 @_bwd_op.register_fake

@@ -10,33 +10,20 @@ import torch
 
 from auggen.ops import reference as _ref
 from auggen.ops._backend import (
-    check_cuda,
-    cpu_kernels,
-    cuda_ext,
-    cuda_stream,
     dispatch,
+    launch,
     register_autograd,
     resolve,
-    triton_kernels,
 )
-from auggen.ops._layout import dense_like, dtype_code
+from auggen.ops._layout import dense_like
 from auggen.ops._validate import check_float, check_same_shape, check_unit_interval
 
 # ---- launchers: (backend, dense tensors of one layout) -> writes the outputs ----------------
 
 
 def _launch(backend: str, name: str, *tensors, scalars=()):
-    """Calls kernel ``name`` with the pointers of ``tensors`` (None -> 0) then ``scalars``."""
-    ref = next(t for t in tensors if t is not None)
-    ptrs = [0 if t is None else t.data_ptr() for t in tensors]
-    if backend == "cpu":
-        getattr(cpu_kernels(), name)(dtype_code(ref), *ptrs, ref.numel(), *scalars)
-    elif backend == "cuda":
-        with torch.cuda.device(ref.device):
-            fn = getattr(cuda_ext, name)
-            check_cuda(fn(dtype_code(ref), *ptrs, ref.numel(), *scalars, cuda_stream(ref)), name)
-    else:
-        getattr(triton_kernels("elementwise"), name)(*tensors, *scalars)
+    """Kernel ``name`` on ``tensors`` (None -> a null pointer), the native ones given numel."""
+    launch(backend, "elementwise", name, tensors, scalars, numel=True)
 
 
 # ---- mp_silu ----------------------------------------------------------------------------------

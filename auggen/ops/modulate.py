@@ -7,16 +7,12 @@ import torch
 
 from auggen.ops import reference as _ref
 from auggen.ops._backend import (
-    check_cuda,
-    cpu_kernels,
-    cuda_ext,
-    cuda_stream,
     dispatch,
+    launch,
     register_autograd,
     resolve,
-    triton_kernels,
 )
-from auggen.ops._layout import dense_like, dtype_code, modulation_geometry
+from auggen.ops._layout import dense_like, modulation_geometry
 from auggen.ops._validate import check_float
 
 
@@ -39,16 +35,7 @@ def _like_output(y: torch.Tensor):
 
 
 def _launch(backend, name, tensors, geom):
-    ref = tensors[0]
-    ptrs = [t.data_ptr() for t in tensors]
-    if backend == "cpu":
-        getattr(cpu_kernels(), name)(dtype_code(ref), *ptrs, *geom)
-    elif backend == "cuda":
-        with torch.cuda.device(ref.device):
-            err = getattr(cuda_ext, name)(dtype_code(ref), *ptrs, *geom, cuda_stream(ref))
-            check_cuda(err, name)
-    else:
-        getattr(triton_kernels("modulate"), name)(*tensors, *geom)
+    launch(backend, "modulate", name, tensors, geom)
 
 
 @torch.library.custom_op("auggen::modulated_mp_silu", mutates_args=())

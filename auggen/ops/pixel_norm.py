@@ -12,47 +12,17 @@ import torch
 
 from auggen.ops import reference as _ref
 from auggen.ops._backend import (
-    check_cuda,
-    cpu_kernels,
-    cuda_ext,
-    cuda_stream,
     dispatch,
+    launch,
     register_autograd,
     resolve,
-    triton_kernels,
 )
-from auggen.ops._layout import dense_like, dtype_code, reduction_geometry
+from auggen.ops._layout import dense_like, reduction_geometry
 from auggen.ops._validate import check_dim, check_float
 
 
-def _ptr(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
-
-
 def _launch_fwd(backend, x, y, z, dim, eps):
-    outer, c, inner = reduction_geometry(x, dim)
-    if backend == "cpu":
-        cpu_kernels().pixel_norm_fwd(
-            dtype_code(x), x.data_ptr(), y.data_ptr(), _ptr(z), outer, c, inner, eps
-        )
-    elif backend == "cuda":
-        with torch.cuda.device(x.device):
-            check_cuda(
-                cuda_ext.pixel_norm_fwd(
-                    dtype_code(x),
-                    x.data_ptr(),
-                    y.data_ptr(),
-                    _ptr(z),
-                    outer,
-                    c,
-                    inner,
-                    eps,
-                    cuda_stream(x),
-                ),
-                "pixel_norm_fwd",
-            )
-    else:
-        triton_kernels("pixel_norm").pixel_norm_fwd(x, y, z, outer, c, inner, eps)
+    launch(backend, "pixel_norm", "pixel_norm_fwd", (x, y, z), (*reduction_geometry(x, dim), eps))
 
 
 def _forward(x, dim, eps, backend, with_silu):
@@ -90,31 +60,8 @@ def pixel_norm_backward_op(
     x = dense_like(x, gx)
     gn = None if grad_n is None else dense_like(grad_n, gx)
     gs = None if grad_s is None else dense_like(grad_s, gx)
-    outer, c, inner = reduction_geometry(x, dim)
-    code = dtype_code(x)
-    if backend == "cpu":
-        cpu_kernels().pixel_norm_bwd(
-            code, x.data_ptr(), _ptr(gn), _ptr(gs), gx.data_ptr(), outer, c, inner, eps
-        )
-    elif backend == "cuda":
-        with torch.cuda.device(x.device):
-            check_cuda(
-                cuda_ext.pixel_norm_bwd(
-                    code,
-                    x.data_ptr(),
-                    _ptr(gn),
-                    _ptr(gs),
-                    gx.data_ptr(),
-                    outer,
-                    c,
-                    inner,
-                    eps,
-                    cuda_stream(x),
-                ),
-                "pixel_norm_bwd",
-            )
-    else:
-        triton_kernels("pixel_norm").pixel_norm_bwd(x, gn, gs, gx, outer, c, inner, eps)
+    geom = (*reduction_geometry(x, dim), eps)
+    launch(backend, "pixel_norm", "pixel_norm_bwd", (x, gn, gs, gx), geom)
     return gx
 
 
