@@ -66,7 +66,7 @@ LABELS = 40
 EXTRA_PRESETS = {"edm2-narrow64": ("edm2-img64-xs", dict(model_channels=64, num_blocks=2))}
 # Modes: fused (auggen.ops default backend), reference (plain PyTorch ops), compile (fused +
 # torch.compile), compile-reference (reference ops + torch.compile: "torch.compile of the
-# published code"). dtype "auto" is the precision policy's choice (auggen.runtime).
+# published code"). dtype "auto" is the precision policy's choice (auggen.infra.runtime).
 
 
 def _reset_peak(device):
@@ -91,7 +91,7 @@ def _net(preset, res, mode, device, fmt):
 def _dtype(dtype: str, device) -> str:
     """fp32 | bf16; "auto" is what the precision policy picks on ``device``."""
     if dtype == "auto":
-        from auggen.runtime import use_bf16
+        from auggen.infra.runtime import use_bf16
 
         return "bf16" if use_bf16("auto", device) else "fp32"
     return dtype

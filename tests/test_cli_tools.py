@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from auggen import cli, embed, evaluate
+from auggen import cli
+from auggen.cli import embed, evaluate
 from auggen.data import write_image_folder, write_recordio, write_verification_bin
 from auggen.data.types import LabeledImages
 from auggen.eval import evaluate_bin, extract_embeddings
@@ -123,7 +124,7 @@ def test_auggen_dispatcher(tmp_path, model_path, capsys):
 
 
 def test_python_m_entry_points():
-    for mod in ("auggen.embed", "auggen.evaluate", "auggen"):
+    for mod in ("auggen.cli.embed", "auggen.cli.evaluate", "auggen"):
         r = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage:" in r.stdout, r.stderr
 

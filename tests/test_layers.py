@@ -14,8 +14,10 @@ ROOT = Path(__file__).resolve().parents[1] / "auggen"
 LAYERS = [
     ("infra", ("auggen.infra", "auggen._C", "auggen._C_cuda")),
     ("ops", ("auggen.ops", "auggen.kernels")),
-    ("models", ("auggen.data", "auggen.eval", "auggen.mixing", "auggen.generator",
-                "auggen.recognition")),  # fmt: skip
+    (
+        "models",
+        ("auggen.data", "auggen.eval", "auggen.mixing", "auggen.generator", "auggen.recognition"),
+    ),  # fmt: skip
     ("analysis", ("auggen.analysis",)),
     ("pipeline", ("auggen.pipeline",)),
     ("entry", ("auggen.cli", "auggen.__main__")),

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from auggen import runtime
 from auggen.generator.sample import batch_from_memory
+from auggen.infra import runtime
 
 
 def test_launch_env_reads_torchrun_variables():
@@ -95,7 +95,7 @@ def test_sampler_batch_from_memory():
 def test_exit_process_keeps_the_status_and_flushes_output(world):
     """Under torchrun (WORLD_SIZE > 1) exit_process skips the interpreter's teardown (os._exit),
     so it must flush what was printed; either way the exit status is the given code."""
-    code = "from auggen.runtime import exit_process\nprint('done', end='')\nexit_process(3)"
+    code = "from auggen.infra.runtime import exit_process\nprint('done', end='')\nexit_process(3)"
     env = {**os.environ, "WORLD_SIZE": world, "RANK": "0", "LOCAL_RANK": "0"}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert p.returncode == 3 and p.stdout == "done"

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from auggen.training_guard import LossGuard, StepLosses, TrainingDiverged
+from auggen.infra.training_guard import LossGuard, StepLosses, TrainingDiverged
 
 
 def feed(guard, losses, start=1):

@@ -1,4 +1,4 @@
-"""auggen.training_loop on a toy task: exact resume, callback steps, the divergence guard."""
+"""auggen.infra.training_loop on a toy task: exact resume, callback steps, the divergence guard."""
 
 import math
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from auggen import training_loop
-from auggen.faults import SimulatedCrash
-from auggen.runtime import Runtime
-from auggen.training_guard import TrainingDiverged
+from auggen.infra import training_loop
+from auggen.infra.faults import SimulatedCrash
+from auggen.infra.runtime import Runtime
+from auggen.infra.training_guard import TrainingDiverged
 
 EPOCHS, STEPS = 3, 4
 

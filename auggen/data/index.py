@@ -25,7 +25,7 @@ from auggen.data.source import (
     SubsetSource,
     TensorSource,
 )
-from auggen.files import (
+from auggen.infra.files import (
     UnsafeOrCorruptFile,
     atomic_write_bytes,
     atomic_write_json,

@@ -23,7 +23,7 @@ import torch
 
 from auggen.data.image_codec import decode_image, encode_image, stack_images
 from auggen.data.types import LabeledImages
-from auggen.files import atomic_path, atomic_write_bytes
+from auggen.infra.files import atomic_path, atomic_write_bytes
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from auggen.data.image_codec import decode_image, encode_image, stack_images
-from auggen.files import atomic_write_bytes
+from auggen.infra.files import atomic_write_bytes
 
 _ALLOWED = {
     ("numpy", "ndarray"),

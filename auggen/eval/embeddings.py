@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from auggen import runtime
 from auggen.data.transforms import resize_images
+from auggen.infra import runtime
 
 
 def to_model_input(images_uint8: torch.Tensor) -> torch.Tensor:

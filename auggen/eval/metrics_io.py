@@ -1,4 +1,4 @@
-"""Metrics as JSON, written atomically (``auggen.files``) so a killed run leaves no stub."""
+"""Metrics as JSON, written atomically (``auggen.infra.files``) so a killed run leaves no stub."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auggen.files import atomic_write_bytes
+from auggen.infra.files import atomic_write_bytes
 
 
 def _plain(x):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from auggen.files import atomic_save_tensors, atomic_write_json, load_safetensors, read_json
+from auggen.infra.files import atomic_save_tensors, atomic_write_json, load_safetensors, read_json
 
 STATE_JSON = "checkpoint.json"
 

@@ -5,7 +5,7 @@ made persistent by ``torch_utils.persistence``: each such module pickles as a ca
 ``_reconstruct_persistent_obj(meta)`` where ``meta`` holds the class's *source code*
 (``module_src``), its ``class_name`` and its ``state`` (the module's ``__dict__``: ``_parameters``,
 ``_buffers``, ``_modules``, and ``_init_kwargs`` recorded by the decorator). Unpickling it
-normally executes that source. Here :func:`auggen.inert_pickle.inert_load` turns every object
+normally executes that source. Here :func:`auggen.infra.inert_pickle.inert_load` turns every object
 into an inert record, the tensors are collected by module path, and this project's
 :class:`Precond` (same parameter names as edm2) is built from ``_init_kwargs`` and loaded
 strictly. Snapshots store the EMA weights in fp16; they are returned in fp32.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from auggen.files import UnsafeOrCorruptFile
 from auggen.generator.loading import load_weights
 from auggen.generator.unet import Precond
-from auggen.inert_pickle import Record, describe, inert_load
+from auggen.infra.files import UnsafeOrCorruptFile
+from auggen.infra.inert_pickle import Record, describe, inert_load
 
 # What an edm2 snapshot refers to: its training code, dnnlib containers, torch classes.
 EDM2_MODULES = ("torch_utils", "training", "dnnlib", "torch", "numpy")
@@ -109,7 +109,7 @@ def load_edm2_pickle(path, device="cpu") -> Precond:
     """This project's :class:`Precond` with the weights of an edm2 snapshot's ``ema`` (fp32, eval).
 
     The file is never executed (see the module docstring); a pickle referring to anything but
-    edm2's own modules and torch raises :class:`auggen.inert_pickle.RefusedPickle`.
+    edm2's own modules and torch raises :class:`auggen.infra.inert_pickle.RefusedPickle`.
     """
     kwargs, tensors = read_edm2_pickle(path)
     net = Precond(**kwargs)

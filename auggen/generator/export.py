@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from auggen.files import atomic_write_json
 from auggen.generator.checkpoint import STATE_JSON, atomic_save_tensors
 from auggen.generator.loading import FORMAT
 from auggen.generator.presets import PRESETS
 from auggen.generator.unet import Precond
+from auggen.infra.files import atomic_write_json
 
 
 def _level_blocks(net: Precond) -> list[tuple[int, list]]:

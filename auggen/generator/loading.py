@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from auggen.files import load_safetensors, read_json
 from auggen.generator.checkpoint import SNAPSHOT_GLOB, STATE_JSON, load_checkpoint
 from auggen.generator.ema import posthoc_coefficients, weighted_sum
 from auggen.generator.presets import build_unet
 from auggen.generator.unet import Precond
+from auggen.infra.files import load_safetensors, read_json
 
 FORMAT = "auggen-generator-v1"
 

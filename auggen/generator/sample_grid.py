@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from auggen.data.montage import montage, save_png
 from auggen.generator.sample import sample, to_uint8
-from auggen.pipeline.figures import montage, save_png
 
 GRID_CLASSES = 8  # rows (fewer when the model has fewer classes)
 GRID_SEEDS = 4  # columns

@@ -8,12 +8,12 @@ seeded by ``(seed, step)``, so n steps + resume + n steps equals 2n steps. Image
 resized and flipped a batch at a time (``auggen.generator.data``), in ``num_workers``
 DataLoader workers when set, so a dataset never has to fit in memory. Runs under
 ``torchrun`` (DDP; each rank takes a slice of the same global batch). A non-finite or exploding
-loss stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before that step's
+loss stops the run with ``TrainingDiverged`` (``auggen.infra.training_guard``) before that step's
 update, so no checkpoint, snapshot or history holds anything from it. Optional, from rank 0:
 TensorBoard events in ``tensorboard/`` (loss, lr, img/s, gradient norm) and a grid of EMA
 samples with fixed seeds and classes every ``sample_grid_every`` steps in ``samples/``. The
 loop itself (resume, checkpoints, the guard, logging, DDP, progress) is
-``auggen.training_loop``; this module says what a step and a checkpoint are.
+``auggen.infra.training_loop``; this module says what a step and a checkpoint are.
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from auggen import runtime, training_loop
 from auggen.data.loader import step_loader, training_source
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
-from auggen.files import atomic_write_bytes, atomic_write_json
 from auggen.generator.checkpoint import (
     STATE_JSON,
     join_optimizer_state,
@@ -50,7 +48,9 @@ from auggen.generator.loading import (  # noqa: F401  (load_generator: public re
 from auggen.generator.presets import PRESETS, build_unet
 from auggen.generator.sample_grid import save_sample_grid
 from auggen.generator.unet import Precond
-from auggen.training_log import grad_norm
+from auggen.infra import runtime, training_loop
+from auggen.infra.files import atomic_write_bytes, atomic_write_json
+from auggen.infra.training_log import grad_norm
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class GenTrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     # Stop when a step's loss is non-finite or above median + this x max(|median|, 1) of the
-    # last 50 losses (auggen.training_guard); 0: never stop.
+    # last 50 losses (auggen.infra.training_guard); 0: never stop.
     divergence_factor: float = 100.0
     overrides: dict = field(default_factory=dict)  # extra build_unet kwargs
     tensorboard: bool = False  # rank 0 writes TensorBoard events to out_dir/tensorboard
@@ -209,7 +209,7 @@ def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress
 
 
 class _GenTask:
-    """What one generator step is, for ``auggen.training_loop`` (one epoch of all steps)."""
+    """What one generator step is, for ``auggen.infra.training_loop`` (one epoch of all steps)."""
 
     name, epochs, check_every, compile = "train_gen", 1, 1, False
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from auggen import runtime
-from auggen.files import atomic_write_json, load_bundle, read_json, save_bundle
+from auggen.infra import runtime
+from auggen.infra.files import atomic_write_json, load_bundle, read_json, save_bundle
 from auggen.mixing.conditions import MAX_COEF, mix_conditions, sample_pairs
 from auggen.mixing.metrics import mixing_scores
 from auggen.mixing.search import l2_normalize

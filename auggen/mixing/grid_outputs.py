@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auggen.files import atomic_path
+from auggen.infra.files import atomic_path
 
 COLUMNS = ("alpha", "beta", "m_s", "m_d", "m_total", "m_s_std", "m_d_std", "m_total_std")
 

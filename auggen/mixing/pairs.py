@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-from auggen import runtime
+from auggen.infra import runtime
 from auggen.mixing.search import l2_normalize
 
 PAIR_RULES = ("random", "far", "near", "cond-far", "cond-near")

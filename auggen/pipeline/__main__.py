@@ -1,7 +1,7 @@
 """``python -m auggen.pipeline``: run AugGen end to end (see ``--help``)."""
 
-from auggen.pipeline.cli import main
-from auggen.runtime import exit_process
+from auggen.cli.pipeline import main
+from auggen.infra.runtime import exit_process
 
 if __name__ == "__main__":
     exit_process(main())  # under torchrun: without the interpreter's teardown (see there)

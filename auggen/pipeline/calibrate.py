@@ -89,7 +89,7 @@ def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) ->
     """gen_step (EDM2 loss, backward, Adam) and sample (one denoiser call, no grad)."""
     from auggen.generator import build_unet
     from auggen.generator.train import edm2_loss
-    from auggen.runtime import use_bf16
+    from auggen.infra.runtime import use_bf16
 
     g = cfg.gen
     kw = dict(g.overrides)

@@ -141,7 +141,7 @@ class PipelineConfig:
     def validate(self, device: bool = True) -> None:
         """Reject bad settings before any stage runs (so nothing finished is touched);
         ``device``: also check that this machine can run on ``self.device``."""
-        from auggen.runtime import PRECISIONS, check_device
+        from auggen.infra.runtime import PRECISIONS, check_device
 
         if device:
             check_device(self.device)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from auggen import runtime
+from auggen.infra import runtime
 from auggen.pipeline.lock import LOCK, RunLock
 from auggen.pipeline.stage import (
     DONE,

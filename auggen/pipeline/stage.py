@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from auggen import runtime
-from auggen.files import UnsafeOrCorruptFile, read_json, remove_temp_files
-from auggen.files import atomic_write_json as write_json
+from auggen.infra import runtime
+from auggen.infra.files import UnsafeOrCorruptFile, read_json, remove_temp_files
+from auggen.infra.files import atomic_write_json as write_json
 from auggen.pipeline.overrides import to_dict
 
 CONFIG = "config.json"
@@ -44,7 +44,7 @@ class Stage:
     # inputs(cfg) -> JSON-able fingerprint of files read from outside the run folder (None:
     # none with this config)
     inputs: Callable | None = None
-    # Under torchrun: "all" ranks run ``run`` and split its work (auggen.runtime.my_items),
+    # Under torchrun: "all" ranks run ``run`` and split its work (auggen.infra.runtime.my_items),
     # or the "main" rank alone runs it while the others wait.
     ranks: str = "all"
 
@@ -83,7 +83,7 @@ LATER_KEYS = {
 }
 
 
-# Sections whose "precision" may be "auto" (auggen.runtime.precision_choice).
+# Sections whose "precision" may be "auto" (auggen.infra.runtime.precision_choice).
 PRECISION_KEYS = ("gen", "sample")
 
 

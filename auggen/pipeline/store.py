@@ -1,7 +1,7 @@
 """How stages hand small results to each other: safetensors bundles and CSV, never pickles.
 
 A bundle is one ``.safetensors`` file: tensors in its body, the other (JSON-able) values in
-its header (see ``auggen.files``). Datasets travel as indexes (``auggen.data.index``), never
+its header (see ``auggen.infra.files``). Datasets travel as indexes (``auggen.data.index``), never
 as pixels. A planted or corrupt file fails to load with an error that names it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 
-from auggen.files import atomic_path, load_bundle, save_bundle
+from auggen.infra.files import atomic_path, load_bundle, save_bundle
 
 FORMAT = "indexed-v2"  # part of every stage's fingerprint: a format change reruns stages
 

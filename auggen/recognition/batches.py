@@ -9,8 +9,8 @@ import torch
 from auggen.data.loader import read_batch
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
+from auggen.infra.runtime import per_rank_batch
 from auggen.recognition.augment import augment_batch
-from auggen.runtime import per_rank_batch
 
 
 def check_data(data: LabeledImages | ImageSource) -> None:

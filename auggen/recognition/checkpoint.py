@@ -1,5 +1,5 @@
 """FR run files: checkpoint, weights, config and history, each written atomically
-(``auggen.files.atomic_path``)."""
+(``auggen.infra.files.atomic_path``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from pathlib import Path
 
 import torch
 
-from auggen.files import atomic_path, atomic_save_tensors, atomic_write_bytes, load_torch_weights
+from auggen.infra.files import (
+    atomic_path,
+    atomic_save_tensors,
+    atomic_write_bytes,
+    load_torch_weights,
+)
 
 
 def save_torch(obj, path: Path) -> None:
@@ -56,7 +61,7 @@ def save_run_checkpoint(
             "head": model.head.state_dict(),
             "optimizer": optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
-            "loss_guard": guard_state,  # auggen.training_guard.LossGuard's recent losses
+            "loss_guard": guard_state,  # auggen.infra.training_guard.LossGuard's recent losses
         },
         path,
     )

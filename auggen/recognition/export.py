@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auggen.files import LOAD_ERRORS, atomic_path
+from auggen.infra.files import LOAD_ERRORS, atomic_path
 
 CHECK_BATCHES = (1, 7)
 MAX_ABS = 1e-4  # embeddings of the exported model vs torch, per element

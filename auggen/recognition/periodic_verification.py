@@ -18,7 +18,7 @@ import torch
 
 from auggen.data.verification_bin import read_verification_bin
 from auggen.eval.pair_eval import evaluate_pairs
-from auggen.files import atomic_write_bytes
+from auggen.infra.files import atomic_write_bytes
 
 COLUMNS = ("step", "epoch", "benchmark", "accuracy", "std", "num_pairs")
 

@@ -13,7 +13,7 @@
 
 Files are read with ``torch.load(weights_only=True)`` or safetensors. Lightning checkpoints
 whose hyper-parameters hold objects that ``weights_only`` refuses are read with the inert
-unpickler (:mod:`auggen.inert_pickle`), which builds tensors and nothing else. Weights load
+unpickler (:mod:`auggen.infra.inert_pickle`), which builds tensors and nothing else. Weights load
 strictly; only a missing BatchNorm ``num_batches_tracked`` counter is filled in.
 """
 
@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auggen.files import UnsafeOrCorruptFile, load_safetensors, load_torch_weights
-from auggen.inert_pickle import describe, inert_load
+from auggen.infra.files import UnsafeOrCorruptFile, load_safetensors, load_torch_weights
+from auggen.infra.inert_pickle import describe, inert_load
 from auggen.recognition.adaface_net import ADAFACE_DEPTHS, AdaFaceIR
 from auggen.recognition.iresnet import STAGE_DEPTHS, IResNet
 

@@ -9,9 +9,9 @@ seeded by (seed, epoch, step, rank), so a run resumed from a checkpoint, at an e
 inside an epoch (``checkpoint_every_steps``), retraces the uninterrupted one. Each
 step's images are read from the source when needed (``num_workers`` DataLoader workers read
 and augment ahead), so a dataset never has to fit in memory. A non-finite or exploding loss
-stops the run with ``TrainingDiverged`` (``auggen.training_guard``) before anything from that
+stops the run with ``TrainingDiverged`` (``auggen.infra.training_guard``) before anything from that
 step is written. The loop itself (resume, checkpoints, the guard, logging, DDP, progress) is
-``auggen.training_loop``; this module says what a step, a checkpoint and an epoch are.
+``auggen.infra.training_loop``; this module says what a step, a checkpoint and an epoch are.
 
 ``out_dir`` holds: config.json, checkpoint.pt (model, head, optimizer, step, RNG, history, the
 loss guard's recent losses; inside an epoch also its running totals), history.json /
@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auggen import runtime as D
-from auggen import training_loop
 from auggen.data.loader import step_loader, training_source
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
-from auggen.files import load_safetensors, load_torch_weights, read_json
+from auggen.infra import runtime as D
+from auggen.infra import training_loop
+from auggen.infra.files import load_safetensors, load_torch_weights, read_json
+from auggen.infra.training_log import grad_norm
 from auggen.recognition.augment import AugmentConfig, augment_batch
 from auggen.recognition.backbones import build_backbone
 from auggen.recognition.batches import (
@@ -60,7 +61,6 @@ from auggen.recognition.iresnet import memory_format_for
 from auggen.recognition.partial_fc import sample_classes
 from auggen.recognition.periodic_verification import PeriodicVerification
 from auggen.recognition.schedule import SCHEDULES, LRSchedule
-from auggen.training_log import grad_norm
 
 AMP_MODES = ("auto", "bf16", "off")
 # Fields that may change between a run and its resumption.
@@ -109,7 +109,7 @@ class FRTrainConfig:
     # Also every this many steps inside an epoch (long epochs on big sets); 0: epoch ends only.
     checkpoint_every_steps: int = 0
     # Stop when a step's loss is non-finite or above median + this x max(|median|, 1) of the
-    # last 50 losses (auggen.training_guard); 0: never stop.
+    # last 50 losses (auggen.infra.training_guard); 0: never stop.
     divergence_factor: float = 100.0
     tensorboard: bool = False  # rank 0 writes TensorBoard events to out_dir/tensorboard
     verify_bins: tuple[str, ...] = ()  # insightface .bin files verified while training
@@ -254,7 +254,7 @@ def _train(cfg: FRTrainConfig, source, out: Path, progress: bool, info, init) ->
 
 
 class _FRTask:
-    """What one FR step is, for ``auggen.training_loop`` (epochs of ``len // batch`` steps)."""
+    """What one FR step is, for ``auggen.infra.training_loop`` (epochs of len // batch steps)."""
 
     name, compile = "train_fr", False
 

@@ -36,7 +36,7 @@ def _identity_records(rec):
 
 def _old_shard(prefix, images, labels, num_classes, meta):
     """How shards were written before: an identity record for every class of the set."""
-    from auggen.files import atomic_write_json
+    from auggen.infra.files import atomic_write_json
 
     data = LabeledImages(images, torch.as_tensor(labels), [], num_classes)
     write_recordio(prefix, data, fmt=RECORD_FORMAT, write_property=False)

@@ -17,14 +17,14 @@ import types
 import pytest
 import torch
 
-from auggen.files import UnsafeOrCorruptFile
 from auggen.generator import build_unet
 from auggen.generator.edm2_pickle import load_edm2_pickle, read_edm2_pickle
 from auggen.generator.export import precond_build_kwargs, save_generator_safetensors
 from auggen.generator.layers import Block, MPConv, MPFourier
 from auggen.generator.loading import load_generator
 from auggen.generator.unet import Precond, UNet
-from auggen.inert_pickle import RefusedPickle
+from auggen.infra.files import UnsafeOrCorruptFile
+from auggen.infra.inert_pickle import RefusedPickle
 
 PERSISTENT_CLASSES = (Precond, UNet, Block, MPConv, MPFourier)
 MODULE_KEYS = ("training", "_parameters", "_buffers", "_non_persistent_buffers_set", "_modules")

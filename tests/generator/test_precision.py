@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from auggen import runtime
 from auggen.generator.train import GenTrainConfig, train_generator
+from auggen.infra import runtime
 from auggen.pipeline.config import PipelineConfig
 from auggen.pipeline.stage import Stage, _section, fingerprint, run_stage
 from auggen.pipeline.stages import STAGES

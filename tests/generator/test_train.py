@@ -16,7 +16,7 @@ from auggen.generator.train import (
     prepare_images,
     train_generator,
 )
-from auggen.training_guard import TrainingDiverged
+from auggen.infra.training_guard import TrainingDiverged
 
 
 def _data(n=4, size=12, classes=4):

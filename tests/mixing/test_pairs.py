@@ -110,7 +110,7 @@ def test_spearman_matches_a_direct_rank_formula():
 def _rank_worker(rank, world, port, out):
     import os
 
-    from auggen import runtime
+    from auggen.infra import runtime
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)

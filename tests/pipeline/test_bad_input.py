@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from auggen.cli.pipeline import main
 from auggen.data.index import open_index
-from auggen.pipeline.cli import main
 from auggen.pipeline.config import DataConfig
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.presets import PRESETS

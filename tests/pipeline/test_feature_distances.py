@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from auggen.analysis import feature_distances as fdkd
+from auggen.analysis.labelled_montage import save_labelled_montage
 from auggen.eval.fd_kd import frechet_distance, kernel_distance
-from auggen.pipeline import feature_distances as fdkd
-from auggen.pipeline.labelled_montage import save_labelled_montage
 
 
 def test_spread_keeps_all_or_evenly_spaced():

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from auggen.faults import ENV, SimulatedCrash, fault_point
+from auggen.infra.faults import ENV, SimulatedCrash, fault_point
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.overrides import all_keys, apply_set, from_dict, merge_dict, to_dict
 from auggen.pipeline.stage import DONE, TIMING, Stage

@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from auggen.analysis.leakage import _sources
 from auggen.mixing import mix_conditions
 from auggen.pipeline.config import GenerateConfig
-from auggen.pipeline.leakage import _sources
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stages.generate import identity_conditions, identity_sources
 

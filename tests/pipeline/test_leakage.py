@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import auggen.mixing.nn_index as nn_index
+from auggen.analysis.leakage import leakage_audit
 from auggen.data.source import ImageSource
 from auggen.data.types import LabeledImages
 from auggen.mixing.nn_index import MIN_IVF_BASE, NearestIndex, nearest
-from auggen.pipeline.leakage import leakage_audit
 
 pytest.importorskip("faiss")
 

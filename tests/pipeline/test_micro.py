@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from auggen.data.index import open_index
-from auggen.faults import ENV, SimulatedCrash
+from auggen.infra.faults import ENV, SimulatedCrash
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.presets import PRESETS
 from auggen.pipeline.stage import DONE

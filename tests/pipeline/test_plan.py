@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from auggen.pipeline.cli import main
+from auggen.cli.pipeline import main
 from auggen.pipeline.cost import forward_flops
 from auggen.pipeline.plan import DataSize, format_plan, stage_work
 from auggen.pipeline.presets import PRESETS

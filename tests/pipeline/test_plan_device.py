@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from auggen.cli.pipeline import main
 from auggen.pipeline.calibrate import STAGE_KINDS, Calibration, calibrate, stage_minutes
-from auggen.pipeline.cli import main
 from auggen.pipeline.plan import DataSize, format_plan, stage_work
 from auggen.pipeline.presets import PRESETS
 

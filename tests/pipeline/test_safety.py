@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from auggen.files import UnsafeOrCorruptFile, load_bundle, load_torch_weights, save_bundle
-from auggen.pipeline.cli import main
+from auggen.cli.pipeline import main
+from auggen.infra.files import UnsafeOrCorruptFile, load_bundle, load_torch_weights, save_bundle
 from auggen.pipeline.config import DataConfig
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.lock import RunFolderBusy, RunLock

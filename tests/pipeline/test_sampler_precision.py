@@ -29,7 +29,7 @@ def test_bf16_sampling_matches_fp32_within_tolerance(monkeypatch):
     assert diff.mean() <= 2.0, float(diff.mean())
     assert (diff <= 4).float().mean() >= 0.9
     # "auto" on a CPU without native bf16 is fp32, on one with it bf16: the same images.
-    from auggen import runtime
+    from auggen.infra import runtime
 
     monkeypatch.setattr(runtime, "cpu_bf16_flags", lambda: ())
     assert torch.equal(sampler(net, base)(cond, seeds).float(), a)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from auggen.cli.pipeline import main
 from auggen.data.index import open_index
 from auggen.data.split import available_pairs, choose_unseen, proportional_unseen
-from auggen.pipeline.cli import main
 from auggen.pipeline.config import DataConfig
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.presets import PRESETS

@@ -6,9 +6,9 @@ import torch
 
 from auggen.data import read_recordio, write_recordio
 from auggen.data.source import FolderSource, RecordIOSource, TensorSource
+from auggen.infra.runtime import Runtime as DistInfo
 from auggen.recognition.batches import EpochBatches, check_data
 from auggen.recognition.train import FRTrainConfig, train_fr
-from auggen.runtime import Runtime as DistInfo
 from tests.recognition.conftest import toy_faces
 
 TINY = dict(backbone="ir18", width=8, input_size=32, embedding_size=32, batch_size=16)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from auggen import cli, embed
+from auggen import cli
+from auggen.cli import embed
 from auggen.recognition import build_backbone, load_pretrained
 from auggen.recognition.export import (
     MAX_ABS,

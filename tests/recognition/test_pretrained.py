@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from auggen.files import UnsafeOrCorruptFile, load_torch_weights
-from auggen.inert_pickle import RefusedPickle
+from auggen.infra.files import UnsafeOrCorruptFile, load_torch_weights
+from auggen.infra.inert_pickle import RefusedPickle
 from auggen.recognition import build_backbone, load_pretrained
 from auggen.recognition.train import FRTrainConfig
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from auggen.data.types import LabeledImages
+from auggen.infra.training_guard import TrainingDiverged
 from auggen.recognition import train as train_mod
 from auggen.recognition.augment import AugmentConfig
 from auggen.recognition.schedule import LRSchedule
 from auggen.recognition.train import FRTrainConfig, load_backbone, train_fr
-from auggen.training_guard import TrainingDiverged
 
 TINY = dict(backbone="ir18", width=8, input_size=32, embedding_size=32, batch_size=16)
 

@@ -52,8 +52,8 @@ def sampler(net, cfg, sources: int = 1):
     ``sources`` = k > 1: score mixing, conditions (M, k, L) with convex weights (M, k); the
     batch holds 1/k the images, so a network call keeps its size.
     """
-    from auggen import runtime
     from auggen.generator.sample import auto_batch_size, sample, to_uint8
+    from auggen.infra import runtime
 
     s = cfg.sample
     rt = runtime.current()

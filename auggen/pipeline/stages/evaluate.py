@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auggen import runtime
 from auggen.eval.embeddings import embed_source
-from auggen.files import read_json
+from auggen.infra import runtime
+from auggen.infra.files import read_json
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import embedder, fr_run_dir, load_fr
 from auggen.pipeline.store import load, write_csv

@@ -24,10 +24,11 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from auggen import runtime
+from auggen.analysis.leakage import leakage_audit
 from auggen.eval.embeddings import embed_source
-from auggen.faults import fault_point
-from auggen.files import read_json
+from auggen.infra import runtime
+from auggen.infra.faults import fault_point
+from auggen.infra.files import read_json
 from auggen.mixing.choice import (
     cap_of,
     identity_conditions,
@@ -41,7 +42,6 @@ from auggen.mixing.pairs import (
     pair_distances,
 )
 from auggen.mixing.search import class_centroids, l2_normalize
-from auggen.pipeline.leakage import leakage_audit
 from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (

@@ -16,12 +16,12 @@ import time
 
 import torch
 
-from auggen import runtime
+from auggen.data.montage import montage, save_png
 from auggen.eval.embeddings import embed_source
-from auggen.faults import fault_point
+from auggen.infra import runtime
+from auggen.infra.faults import fault_point
 from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
 from auggen.mixing.choice import grid_skipped
-from auggen.pipeline.figures import montage, save_png
 from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (

@@ -8,13 +8,15 @@ import shutil
 import statistics
 from pathlib import Path
 
+from auggen.analysis import feature_distances as fdkd
+from auggen.analysis.figures import pyplot, save_figure
+from auggen.analysis.labelled_montage import save_labelled_montage
 from auggen.data.index import open_index
-from auggen.files import atomic_write_json
+from auggen.data.source import resized
+from auggen.infra.files import atomic_write_json
 from auggen.ops._backend import backend_line
-from auggen.pipeline import feature_distances as fdkd
-from auggen.pipeline.figures import pyplot, save_figure
-from auggen.pipeline.labelled_montage import save_labelled_montage
-from auggen.pipeline.stages.common import fr_run_dir
+from auggen.pipeline.pretrained import m_orig
+from auggen.pipeline.stages.common import embedder, fr_run_dir, open_data
 from auggen.pipeline.stages.evaluate import MODEL_LABELS
 from auggen.pipeline.stages.mix_report import grid_lines, method_lines, mix_label
 from auggen.pipeline.store import read_csv
@@ -301,6 +303,17 @@ def split_notes(split: dict) -> list[str]:
     return lines
 
 
+def _set_sources(cfg, in_dirs) -> dict:
+    """D_orig at the generator's resolution (as G saw it), then D_repro and D_aug when their
+    stage left an index (D_aug's holds only the new identities)."""
+    sources = {"orig": resized(open_data(in_dirs), cfg.gen.resolution)}
+    for name, (stage, index) in fdkd.SETS.items():
+        path = Path(in_dirs[stage]) / index
+        if path.exists():
+            sources[name] = open_index(path)
+    return sources
+
+
 def run(cfg, in_dirs, out_dir) -> None:
     root = Path(in_dirs["data"]).parent  # the run folder (out_dir may be .pending/report)
     split = _read(root / "data" / "split.json")
@@ -312,7 +325,9 @@ def run(cfg, in_dirs, out_dir) -> None:
     mixing = _read(root / "generate" / "mixing.json")
     leak = _read(root / "generate" / "leakage.json")
     _figures(cfg, root, out_dir)
-    dist = fdkd.distances(fdkd.set_features(cfg, in_dirs))
+    embed = embedder(m_orig(cfg, in_dirs), cfg)
+    feats = fdkd.set_features(embed, _set_sources(cfg, in_dirs), cfg.embed.batch_size)
+    dist = fdkd.distances(feats)
     atomic_write_json(out_dir / "feature_distances.json", dist)
     grid_csv = root / "grid" / "grid.csv"
     scores = {}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from auggen import runtime
-from auggen.faults import fault_point
+from auggen.infra import runtime
+from auggen.infra.faults import fault_point
 from auggen.mixing.conditions import one_hot
 from auggen.pipeline.stages.common import load_gen, open_data, sampler
 from auggen.pipeline.stages.shards import index_shards, shard_done, write_shard

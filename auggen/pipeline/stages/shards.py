@@ -16,7 +16,7 @@ from auggen.data import write_recordio
 from auggen.data.index import write_index
 from auggen.data.source import ConcatSource, RecordIOSource
 from auggen.data.types import LabeledImages
-from auggen.files import atomic_write_json, read_json
+from auggen.infra.files import atomic_write_json, read_json
 
 RECORD_FORMAT = "png"
 

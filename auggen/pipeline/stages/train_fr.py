@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auggen import runtime
 from auggen.data.source import in_memory_if_small, resized
-from auggen.faults import fault_point
+from auggen.infra import runtime
+from auggen.infra.faults import fault_point
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import fr_config, fr_run_dir, open_data
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auggen import runtime
 from auggen.data.source import in_memory_if_small, resized
 from auggen.generator.export import save_generator_safetensors
+from auggen.infra import runtime
 from auggen.pipeline.pretrained import pretrained_generator
 from auggen.pipeline.stages.common import open_data, with_data_workers
 

@@ -1,7 +1,7 @@
 """``auggen <command> ...``: one entry point for the pipeline and the model tools.
 
 ``auggen pipeline`` is ``python -m auggen.pipeline``, ``auggen embed`` is
-``python -m auggen.embed``, ``auggen evaluate`` is ``python -m auggen.evaluate``, ``auggen
+``python -m auggen embed``, ``auggen evaluate`` is ``python -m auggen evaluate``, ``auggen
 export`` is ``python -m auggen.recognition.export``; the arguments after the command go to it
 unchanged.
 """
@@ -12,9 +12,9 @@ import importlib
 import sys
 
 COMMANDS = {
-    "pipeline": ("auggen.pipeline.cli", "run the AugGen pipeline (stages joined by folders)"),
-    "embed": ("auggen.embed", "embeddings of an image folder / RecordIO / .bin into .npy"),
-    "evaluate": ("auggen.evaluate", "verification table on .bin sets for any loadable model"),
+    "pipeline": ("auggen.cli.pipeline", "run the AugGen pipeline (stages joined by folders)"),
+    "embed": ("auggen.cli.embed", "embeddings of an image folder / RecordIO / .bin into .npy"),
+    "evaluate": ("auggen.cli.evaluate", "verification table on .bin sets for any loadable model"),
     "export": ("auggen.recognition.export", "a face model to ONNX / TorchScript, checked"),
 }
 
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
 
 def entry() -> None:
     """The ``auggen`` console script: ``main``, then exit (under torchrun without the
-    interpreter's teardown; see ``auggen.runtime.exit_process``)."""
-    from auggen.runtime import exit_process
+    interpreter's teardown; see ``auggen.infra.runtime.exit_process``)."""
+    from auggen.infra.runtime import exit_process
 
     exit_process(main())
 

@@ -9,18 +9,12 @@ halves of D_orig (even and odd images) give the distances' floor at this sample 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from auggen.data.index import open_index
-from auggen.data.source import resized
 from auggen.eval.embeddings import embed_source
 from auggen.eval.fd_kd import frechet_distance, kernel_distance
 from auggen.eval.paired import paired_difference
-from auggen.pipeline.pretrained import m_orig
-from auggen.pipeline.stages.common import embedder, open_data
 
 MAX_IMAGES = 20_000  # per set (CASIA holds 0.49 M: embedding all of it would take minutes)
 # Generated set -> (stage, index of its images only: aug.index.json holds just the new ids).
@@ -35,18 +29,10 @@ def spread(n: int, cap: int = MAX_IMAGES) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
 
-def set_features(cfg, in_dirs) -> dict[str, torch.Tensor]:
-    """{"orig", "repro", "aug"} -> M_orig embeddings (a set whose stage left no index is absent)."""
-    embed = embedder(m_orig(cfg, in_dirs), cfg)
-    batch = cfg.embed.batch_size
-    real = resized(open_data(in_dirs), cfg.gen.resolution)
-    feats = {"orig": embed_source(embed, real, batch, spread(len(real)))}
-    for name, (stage, index) in SETS.items():
-        path = Path(in_dirs[stage]) / index
-        if path.exists():
-            src = open_index(path)
-            feats[name] = embed_source(embed, src, batch, spread(len(src)))
-    return feats
+def set_features(embed, sources: dict, batch: int) -> dict[str, torch.Tensor]:
+    """{name: ImageSource} -> embeddings of each set (``spread``: at most ``MAX_IMAGES``
+    evenly spaced images), in the order given."""
+    return {name: embed_source(embed, s, batch, spread(len(s))) for name, s in sources.items()}
 
 
 def distances(feats: dict[str, torch.Tensor]) -> dict[str, dict]:

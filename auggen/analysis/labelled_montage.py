@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from auggen.pipeline.figures import montage, pyplot, save_figure
+from auggen.analysis.figures import pyplot, save_figure
+from auggen.data.montage import montage
 
 PAD = 2  # px between images, as in ``montage``
 

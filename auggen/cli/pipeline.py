@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from auggen.data.dataset import dataset_kind
+from auggen.infra.runtime import launch_env
 from auggen.pipeline.overrides import apply_set, merge_dict, to_dict
-from auggen.runtime import launch_env
 
 EPILOG = """\
 stages (run in this order): {stages}
@@ -129,8 +129,8 @@ def print_plan(args, cfg, out: Path) -> int:
     if device in GPU_PEAK:
         kind = device
     elif device == "cpu" or device.startswith("cuda"):
+        from auggen.infra.runtime import check_device
         from auggen.pipeline.calibrate import calibrate
-        from auggen.runtime import check_device
 
         check_device(device)
         print(f"[plan] calibrating on {device} ...", flush=True)

@@ -1,4 +1,4 @@
-"""Small figure helpers for the stages and the report (matplotlib Agg, PNG, atomic writes)."""
+"""Image grids: uint8 (3, H, W) tiles -> one HWC array, and that array as a PNG (atomic)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from auggen.files import atomic_path
+from auggen.infra.files import atomic_path
 
 
 def montage(rows: list[list[torch.Tensor]], pad: int = 2) -> np.ndarray:
@@ -29,17 +29,3 @@ def save_png(array: np.ndarray, path, scale: int = 1) -> None:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
-
-
-def save_figure(fig, path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -4,12 +4,12 @@ The loop owns what every trainer needs and nothing a trainer decides:
 
 - resume: the task loads its newest checkpoint; the loop restores the divergence guard's
   window from it and names it as the checkpoint kept should the loss diverge later;
-- the divergence guard (``auggen.training_guard``): every step's loss is judged, all ranks
+- the divergence guard (``auggen.infra.training_guard``): every step's loss is judged, all ranks
   alike, before anything from that step is written;
 - checkpoints: the loop asks the task when one is due (inside an epoch and at its end), judges
   the pending losses, lets the task write it atomically, then waits for every rank and passes
-  the fault point ``<name>.step`` (``auggen.faults``);
-- TensorBoard (``auggen.training_log``), purged past the resumed step, closed at the end;
+  the fault point ``<name>.step`` (``auggen.infra.faults``);
+- TensorBoard (``auggen.infra.training_log``), purged past the resumed step, closed at the end;
 - the DDP wrap (more than one rank) and ``torch.compile`` when the task asks for it;
 - the progress bar (rank 0, one per epoch) and the :class:`Callback` objects that run after
   each step (logging, verification, snapshots, sample grids), in the order the task lists them.
@@ -31,10 +31,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from auggen import runtime
-from auggen.faults import fault_point
-from auggen.training_guard import LossGuard, StepLosses
-from auggen.training_log import TrainingLog
+from auggen.infra import runtime
+from auggen.infra.faults import fault_point
+from auggen.infra.training_guard import LossGuard, StepLosses
+from auggen.infra.training_log import TrainingLog
 
 
 @dataclass

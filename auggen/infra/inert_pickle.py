@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from auggen.files import UnsafeOrCorruptFile
+from auggen.infra.files import UnsafeOrCorruptFile
 
 
 class RefusedPickle(UnsafeOrCorruptFile):

@@ -23,12 +23,12 @@ import heapq
 import numpy as np
 import torch
 
+from auggen.analysis.figures import pyplot, save_figure
 from auggen.data.source import ImageSource, TensorSource, as_source
 from auggen.data.types import LabeledImages
 from auggen.eval.embeddings import embed_source, iter_embeddings
-from auggen.files import atomic_path, atomic_write_json
+from auggen.infra.files import atomic_path, atomic_write_json
 from auggen.mixing.nn_index import RECALL_SAMPLE, NearestIndex
-from auggen.pipeline.figures import pyplot, save_figure
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 

@@ -1,4 +1,4 @@
-"""``python -m auggen.evaluate MODEL --bins lfw.bin cfp_fp.bin ...``: the verification table.
+"""``python -m auggen evaluate MODEL --bins lfw.bin cfp_fp.bin ...``: the verification table.
 
 MODEL is anything :func:`auggen.recognition.load_pretrained` reads. Each ``.bin`` is scored with
 insightface's protocol (:func:`auggen.eval.evaluate_bin`: image + mirror embeddings, 10-fold
@@ -14,7 +14,7 @@ import io
 import sys
 from pathlib import Path
 
-from auggen.files import LOAD_ERRORS, atomic_write_bytes
+from auggen.infra.files import LOAD_ERRORS, atomic_write_bytes
 
 FAR_COLUMNS = ("TAR@FAR=1e-3", "TAR@FAR=1e-2", "TAR@FAR=1e-1")
 
@@ -66,7 +66,7 @@ def csv_text(results: dict, model: str) -> str:
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog or "python -m auggen.evaluate",
+        prog=prog or "python -m auggen evaluate",
         description="insightface-style verification accuracy of a face model on .bin sets.",
     )
     p.add_argument("model", help="insightface .pth, AdaFace .ckpt, or an auggen FR run folder")

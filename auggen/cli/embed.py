@@ -1,4 +1,4 @@
-"""``python -m auggen.embed MODEL INPUT --out OUT.npy``: face embeddings from any loadable model.
+"""``python -m auggen embed MODEL INPUT --out OUT.npy``: face embeddings from any loadable model.
 
 MODEL is anything :func:`auggen.recognition.load_pretrained` reads (insightface ``.pth``, AdaFace
 ``.ckpt``, an auggen FR run), or an ``.onnx`` file from ``auggen export`` (run by onnxruntime;
@@ -26,7 +26,7 @@ import numpy as np
 
 from auggen.data.dataset import open_dataset
 from auggen.eval.embeddings import embed_source, extract_embeddings
-from auggen.files import LOAD_ERRORS, atomic_path, atomic_write_bytes, atomic_write_json
+from auggen.infra.files import LOAD_ERRORS, atomic_path, atomic_write_bytes, atomic_write_json
 
 INPUT_KINDS = {"folder": "image_folder"}  # OUT.json's names for open_dataset's kinds
 
@@ -75,7 +75,7 @@ def load_model(path, arch=None, device="cpu"):
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog or "python -m auggen.embed",
+        prog=prog or "python -m auggen embed",
         description="Embed an image folder, RecordIO or verification .bin with a face model.",
     )
     p.add_argument(
