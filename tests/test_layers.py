@@ -84,11 +84,25 @@ def upward_imports(g: dict[str, set[str]]) -> list[str]:
     return bad
 
 
+def _with_parents(mod: str, dep: str) -> set[str]:
+    """``dep`` and the packages Python runs first to import it (their ``__init__``), except
+    the importer's own packages (already running when it imports)."""
+    parts = dep.split(".")
+    out = {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
+    return {d for d in out if not (mod == d or mod.startswith(d + "."))}
+
+
 def cycles(g: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan), package
-    ``__init__`` edges to their own submodules left out (a package re-exporting its parts)."""
+    """Strongly connected components of more than one module (Tarjan). Importing a.b.c runs
+    a.b's ``__init__`` first, so that counts as an edge too; a package's edges to its own
+    submodules are left out (a package re-exporting its parts)."""
     edges = {
-        m: {d for d in deps if d in g and not d.startswith(m + ".") and d != m}
+        m: {
+            d
+            for dep in deps
+            for d in _with_parents(m, dep)
+            if d in g and not d.startswith(m + ".") and d != m
+        }
         for m, deps in g.items()
     }
     index, low, stack, on, out = {}, {}, [], set(), []
@@ -144,3 +158,12 @@ def test_checker_sees_an_upward_import_and_a_cycle():
         "auggen.infra.files (infra) imports auggen.pipeline.stage (pipeline)"
     ]
     assert cycles(g) == [["auggen.infra.files", "auggen.pipeline.stage"]]
+
+
+def test_checker_sees_a_cycle_through_a_package_init():
+    g = {
+        "auggen.pipeline.pretrained": {"auggen.pipeline.stages.common"},
+        "auggen.pipeline.stages": {"auggen.pipeline.pretrained"},
+        "auggen.pipeline.stages.common": set(),
+    }
+    assert cycles(g) == [["auggen.pipeline.pretrained", "auggen.pipeline.stages"]]

@@ -154,7 +154,7 @@ def test_ranks_stop_together(tmp_path):
 
 
 def test_pipeline_settings_and_cli_message(monkeypatch, capsys):
-    from auggen.pipeline import cli, driver
+    from auggen.cli import pipeline as cli
     from auggen.pipeline.overrides import apply_set
     from auggen.pipeline.presets import PRESETS
 
@@ -168,7 +168,7 @@ def test_pipeline_settings_and_cli_message(monkeypatch, capsys):
     def diverge(*args, **kwargs):
         LossGuard().check(7, math.nan)
 
-    monkeypatch.setattr(driver, "run_pipeline", diverge)
+    monkeypatch.setattr(cli, "run_pipeline", diverge)
     assert cli.main(["--preset", "micro", "--out", "/nonexistent/never-written"]) == 1
     err = capsys.readouterr().err
     assert "error: TrainingDiverged: training diverged at step 7" in err

@@ -18,6 +18,7 @@ with the insightface test protocol (image + mirror, summed, L2-normalised) and w
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 from auggen.data.dataset import open_dataset
 from auggen.eval.embeddings import embed_source, extract_embeddings
 from auggen.infra.files import LOAD_ERRORS, atomic_path, atomic_write_bytes, atomic_write_json
+from auggen.recognition.pretrained import load_pretrained
 
 INPUT_KINDS = {"folder": "image_folder"}  # OUT.json's names for open_dataset's kinds
 
@@ -53,8 +55,6 @@ def output_paths(out) -> dict[str, Path]:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, array)
     atomic_write_bytes(path, buf.getvalue())
@@ -68,7 +68,6 @@ def load_model(path, arch=None, device="cpu"):
         from auggen.recognition.export import OnnxEmbedder
 
         return OnnxEmbedder(path)
-    from auggen.recognition.pretrained import load_pretrained
 
     return load_pretrained(path, arch, device)
 

@@ -14,16 +14,18 @@ import io
 import sys
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from auggen.eval.metrics_io import write_metrics
+from auggen.eval.pair_eval import evaluate_bin
 from auggen.infra.files import LOAD_ERRORS, atomic_write_bytes
+from auggen.recognition.pretrained import load_pretrained
 
 FAR_COLUMNS = ("TAR@FAR=1e-3", "TAR@FAR=1e-2", "TAR@FAR=1e-1")
 
 
 def evaluate_bins(model, bins, batch_size=128, device="cpu", nfolds=10, progress=True) -> dict:
     """{set name: evaluate_bin result + "path"} for every .bin, in the order given."""
-    from tqdm.auto import tqdm
-
-    from auggen.eval.pair_eval import evaluate_bin
 
     results = {}
     for path in tqdm(bins, desc="evaluate", unit="set", disable=not progress):
@@ -91,8 +93,6 @@ def main(argv=None, prog: str | None = None) -> int:
     missing = [b for b in args.bins if not Path(b).is_file()]
     if missing:
         parser.error(f"--bins: {', '.join(missing)}: no such file")
-    from auggen.eval.metrics_io import write_metrics
-    from auggen.recognition.pretrained import load_pretrained
 
     try:
         model = load_pretrained(args.model, args.arch, args.device)

@@ -12,9 +12,15 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from auggen.data.dataset import dataset_kind
 from auggen.infra.runtime import launch_env
+from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.overrides import apply_set, merge_dict, to_dict
+from auggen.pipeline.plan import DEFAULT_UTILISATION, GPU_PEAK, DataSize, data_size, format_plan
+from auggen.pipeline.presets import DEFAULT_PRESET, PRESETS
+from auggen.pipeline.stages import STAGES
 
 EPILOG = """\
 stages (run in this order): {stages}
@@ -101,14 +107,6 @@ def build_parser(stages, presets) -> argparse.ArgumentParser:
 
 
 def print_plan(args, cfg, out: Path) -> int:
-    from auggen.pipeline.plan import (
-        DEFAULT_UTILISATION,
-        GPU_PEAK,
-        DataSize,
-        data_size,
-        format_plan,
-    )
-
     if args.plan_data:
         try:
             images, classes = (int(v) for v in args.plan_data.split(","))
@@ -145,8 +143,6 @@ def print_plan(args, cfg, out: Path) -> int:
 
 
 def torch_has_cuda() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
@@ -212,10 +208,6 @@ def _message(e: BaseException) -> str:
 
 
 def main(argv=None) -> int:
-    from auggen.pipeline.driver import run_pipeline
-    from auggen.pipeline.presets import DEFAULT_PRESET, PRESETS
-    from auggen.pipeline.stages import STAGES
-
     parser = build_parser(list(STAGES), list(PRESETS))
     args = parser.parse_args(argv)
     try:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
 from auggen.data.source import (
     ConcatSource,
@@ -38,8 +40,6 @@ class TensorFileSource(ImageSource):
     """Rows of a uint8 (N, 3, S, S) tensor in a safetensors file, read through a memory map."""
 
     def __init__(self, path, rows, labels, num_classes: int):
-        from safetensors import safe_open
-
         self.path = Path(path)
         try:
             with safe_open(str(self.path), framework="pt") as f:
@@ -119,7 +119,6 @@ def _flatten(src: ImageSource, base: Path, prefix: str, arrays: dict, files: lis
 
 def write_tensor_file(path, images: torch.Tensor) -> None:
     """uint8 (N, 3, S, S) images as a safetensors file for ``TensorFileSource``."""
-    from safetensors.torch import save
 
     atomic_write_bytes(path, save({"images": images.contiguous()}))
 
@@ -131,7 +130,6 @@ def _sidecars(path: Path) -> tuple[Path, Path]:
 
 def write_index(path, source: ImageSource) -> Path:
     """Save ``source`` as an index at ``path`` (``*.json``); the JSON is written last."""
-    from safetensors.torch import save
 
     path = Path(path)
     arrays_path, files_path = _sidecars(path)

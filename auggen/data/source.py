@@ -17,13 +17,15 @@ as JSON (``describe()`` / ``open_source``), which is how stages hand datasets to
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from auggen.data.image_codec import decode_image
+from auggen.data.image_codec import decode_image, resize_images
+from auggen.data.recordio import IndexTable, read_record_at, recordio_paths, unpack_payload
 from auggen.data.types import LabeledImages
 
 
@@ -79,8 +81,6 @@ class TensorSource(ImageSource):
     held by ``in_memory_if_small`` keeps no per-image strings of its own)."""
 
     def __init__(self, data: LabeledImages, size: int | None = None, names_from=None):
-        from auggen.data.image_codec import resize_images
-
         images = data.images
         self.size = int(size or images.shape[-1])
         if tuple(images.shape[-2:]) != (self.size, self.size):
@@ -109,8 +109,6 @@ class RecordIOSource(ImageSource):
     reads them once from the record headers, see ``scan_recordio``)."""
 
     def __init__(self, path, keys, labels, num_classes: int, size: int):
-        from auggen.data.recordio import IndexTable, recordio_paths
-
         self.rec, idx_path = recordio_paths(path)
         index = IndexTable.read(idx_path)
         keys = np.asarray(keys, np.int64)
@@ -139,8 +137,6 @@ class RecordIOSource(ImageSource):
         return state
 
     def read_one(self, i: int) -> torch.Tensor:
-        from auggen.data.recordio import read_record_at, unpack_payload
-
         what = f"{self.rec} key {int(self.keys[i])}"
         payload = read_record_at(self._file(), int(self.offsets[i]), what)
         return decode_image(unpack_payload(payload, what)[1], what, self.size)
@@ -244,8 +240,6 @@ class ResizedSource(ImageSource):
         self.labels, self.num_classes = base.labels, base.num_classes
 
     def read(self, indices) -> torch.Tensor:
-        from auggen.data.image_codec import resize_images
-
         return resize_images(self.base.read(indices), self.size)
 
     def read_one(self, i: int) -> torch.Tensor:
@@ -257,7 +251,6 @@ class ResizedSource(ImageSource):
 
 def resized(src: ImageSource, size: int) -> ImageSource:
     """``src`` at ``size`` px: file decoders resize as they decode, other sources per batch."""
-    import copy
 
     if src.size == size:
         return src

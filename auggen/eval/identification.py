@@ -11,6 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from auggen.data.tinyface import read_tinyface
+from auggen.eval.embeddings import extract_embeddings
+
 DISTRACTOR_LABEL = -1
 
 
@@ -91,7 +94,6 @@ def evaluate_identification(
     backend: str = "auto",
 ) -> dict:
     """Rank-1 of ``model`` with LabeledImages probe / gallery (+ uint8 distractor images)."""
-    from auggen.eval.embeddings import extract_embeddings
 
     def embed(images):
         return extract_embeddings(model, images, batch_size, True, device, input_size)
@@ -122,7 +124,6 @@ def evaluate_tinyface(
 ) -> dict:
     """Rank-1 on a TinyFace-style folder (see ``auggen.data.tinyface``): gallery = Gallery_Match
     plus Gallery_Distractor."""
-    from auggen.data.tinyface import read_tinyface
 
     splits = read_tinyface(root, size=input_size)
     distractors = splits["distractor"].images if "distractor" in splits else None

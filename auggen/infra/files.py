@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, load_file, save, save_file
 
 META_KEY = "auggen"  # the safetensors header entry that holds a bundle's JSON-able values
 
@@ -56,7 +58,6 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def atomic_save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
     """A safetensors file of ``tensors`` (moved to the CPU, contiguous), atomically."""
-    from safetensors.torch import save_file
 
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -82,7 +83,6 @@ def save_bundle(obj: dict, path) -> None:
     Tensors go into the safetensors body, everything else into its JSON header, so reading
     it back needs no unpickler.
     """
-    from safetensors.torch import save
 
     tensors, meta = {}, {}
     for k, v in obj.items():
@@ -96,8 +96,6 @@ def save_bundle(obj: dict, path) -> None:
 
 def load_bundle(path) -> dict:
     """What :func:`save_bundle` wrote; a file of any other format raises, naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
 
     path = Path(path)
     if not path.exists():
@@ -117,8 +115,6 @@ def load_bundle(path) -> dict:
 
 def load_safetensors(path, device="cpu") -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; any other content raises, naming the file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.exists():

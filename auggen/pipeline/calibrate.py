@@ -16,13 +16,21 @@ in the figure: another busy process makes the minutes longer, as it would make t
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from auggen.generator import build_unet, set_backend
+from auggen.generator.train import edm2_loss
+from auggen.infra.runtime import use_bf16
 from auggen.pipeline.cost import forward_flops
+from auggen.recognition import build_backbone
+from auggen.recognition.heads import build_head
+from auggen.recognition.iresnet import memory_format_for
+from auggen.recognition.train import FRModel
 
 TARGET_S = 0.5  # a timed call this long (or at the run's batch) ends a measurement
 LONG_S = 4.0  # a first call this long is the measurement (no second call)
@@ -87,9 +95,6 @@ def calibrate(cfg, classes: int, device: str = "cpu", threads: int = 0) -> Calib
 
 def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) -> dict:
     """gen_step (EDM2 loss, backward, Adam) and sample (one denoiser call, no grad)."""
-    from auggen.generator import build_unet
-    from auggen.generator.train import edm2_loss
-    from auggen.infra.runtime import use_bf16
 
     g = cfg.gen
     kw = dict(g.overrides)
@@ -137,10 +142,6 @@ def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) ->
 
 def _fr_rates(cfg, classes: int, dev: torch.device, sync) -> dict:
     """fr_step (backbone + margin head, cross-entropy, backward, SGD) and embed (forward)."""
-    from auggen.recognition import build_backbone
-    from auggen.recognition.heads import build_head
-    from auggen.recognition.iresnet import memory_format_for
-    from auggen.recognition.train import FRModel
 
     f = cfg.fr
     backbone = build_backbone(f.backbone, f.input_size, f.embedding_size, width=f.width)
@@ -181,9 +182,6 @@ def _fr_rates(cfg, classes: int, dev: torch.device, sync) -> dict:
 
 def _reference_copy(net):
     """A copy of ``net`` on the plain-torch ops, which the FLOP counter knows."""
-    import copy
-
-    from auggen.generator import set_backend
 
     ref = copy.deepcopy(net).eval()
     set_backend(ref, "reference")

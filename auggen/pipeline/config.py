@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from auggen.generator.train import GenTrainConfig
+from auggen.infra.runtime import PRECISIONS, check_device
+from auggen.mixing.choice import check_generate
 from auggen.mixing.conditions import MAX_COEF
 from auggen.mixing.grid import GridConfig
 from auggen.recognition.train import FRTrainConfig
@@ -141,7 +143,6 @@ class PipelineConfig:
     def validate(self, device: bool = True) -> None:
         """Reject bad settings before any stage runs (so nothing finished is touched);
         ``device``: also check that this machine can run on ``self.device``."""
-        from auggen.infra.runtime import PRECISIONS, check_device
 
         if device:
             check_device(self.device)
@@ -179,7 +180,6 @@ class PipelineConfig:
             raise ValueError(f"generate.sources must be >= 2, got {g.sources}")
         if g.concentration <= 0:
             raise ValueError(f"generate.concentration must be > 0, got {g.concentration}")
-        from auggen.mixing.choice import check_generate
 
         check_generate(g)
         for name in ("new_identities", "images_per_identity", "shard_identities"):

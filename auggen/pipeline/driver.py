@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -163,7 +164,6 @@ def _follow(cfg, out_root: Path, registry) -> dict[str, str]:
 
 def _check_shared(out_root: Path, lock_text: str) -> None:
     """This rank sees the lock file rank 0 just wrote, or the run folder is not shared."""
-    import socket
 
     path = out_root / LOCK
     seen = path.read_text() if path.exists() else None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from auggen.data.dataset import dataset_size
 from auggen.mixing.choice import grid_skipped
+from auggen.pipeline.calibrate import stage_minutes
 from auggen.pipeline.cost import denoiser_evals, generator_cost, human, recogniser_cost
 from auggen.pipeline.plan_mixing import mode_lines
 
@@ -183,15 +184,11 @@ def format_plan(
 
 
 def _minutes_cell(row: dict, cal) -> str:
-    from auggen.pipeline.calibrate import stage_minutes
-
     m = stage_minutes(row, cal)
     return " — |" if m is None else f" {_duration(60 * m)} |"
 
 
 def _minutes_total(rows, cal) -> str:
-    from auggen.pipeline.calibrate import stage_minutes
-
     total = sum(m for m in (stage_minutes(r, cal) for r in rows) if m is not None)
     return f" {_duration(60 * total)} |"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from auggen.pipeline.inputs import file_fingerprint, folder_fingerprint
+from auggen.recognition.pretrained import load_pretrained
 
 MODES = ("use", "init")
 
@@ -75,22 +76,10 @@ def pretrained_generator(cfg, label_dim: int):
     return net
 
 
-def m_orig(cfg, in_dirs):
-    """M_orig: ``pretrained.fr`` in use mode, else the first seed's baseline."""
-    if cfg.pretrained.fr and cfg.pretrained.fr_mode == "use":
-        from auggen.recognition.pretrained import load_pretrained
-
-        return load_pretrained(cfg.pretrained.fr, device=cfg.device)
-    from auggen.pipeline.stages.common import load_fr, m_orig_dir
-
-    return load_fr(m_orig_dir(cfg, in_dirs), cfg.device)
-
-
 def fr_init(cfg):
     """The backbone weights every FR training starts from (``fr_mode="init"``), or None."""
     if not (cfg.pretrained.fr and cfg.pretrained.fr_mode == "init"):
         return None
-    from auggen.recognition.pretrained import load_pretrained
 
     emb = load_pretrained(cfg.pretrained.fr)
     if emb.layout == "adaface":

@@ -27,6 +27,7 @@ from auggen.infra import runtime
 from auggen.infra.files import UnsafeOrCorruptFile, read_json, remove_temp_files
 from auggen.infra.files import atomic_write_json as write_json
 from auggen.pipeline.overrides import to_dict
+from auggen.pipeline.store import FORMAT
 
 CONFIG = "config.json"
 DONE = "DONE"
@@ -113,7 +114,6 @@ def external_inputs(stage: Stage, cfg):
 def fingerprint(stage: Stage, cfg, tokens: dict[str, str], external=None) -> str:
     """``external``: ``external_inputs(stage, cfg)`` when the caller has it already (a folder
     walk over a large dataset is worth doing once per run)."""
-    from auggen.pipeline.store import FORMAT
 
     fields = {"stage": stage.name, "config": stage_config(stage, cfg), "inputs": tokens}
     fields["format"] = FORMAT

@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from auggen.data.dataset import open_dataset
+from auggen.eval.embeddings import to_model_input
 from auggen.infra.files import LOAD_ERRORS, atomic_path
+from auggen.recognition.pretrained import load_pretrained
 
 CHECK_BATCHES = (1, 7)
 MAX_ABS = 1e-4  # embeddings of the exported model vs torch, per element
@@ -180,7 +183,6 @@ def check_images(size: int, path=None, count: int = max(CHECK_BATCHES)) -> torch
         faces = load_orl(size=size)
         pick = torch.linspace(0, len(faces) - 1, count).long()
         return faces.images[pick]
-    from auggen.data.dataset import open_dataset
 
     src = open_dataset(path, size).source
     if len(src) == 0:
@@ -192,7 +194,6 @@ def compare(reference, exported, images_uint8, bgr: bool = False, seed: int = 0)
     """Rows (inputs, batch, max_abs, min_cos, ok): ``exported`` vs ``reference`` (callables of
     the same float input) on random inputs in [-1, 1] and on RGB ``images_uint8`` (given in
     BGR order when ``bgr``)."""
-    from auggen.eval.embeddings import to_model_input
 
     g = torch.Generator().manual_seed(seed)
     size = images_uint8.shape[-1]
@@ -232,8 +233,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    from auggen.recognition.pretrained import load_pretrained
-
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if not (args.onnx or args.torchscript):

@@ -7,6 +7,14 @@ from pathlib import Path
 
 import torch
 
+from auggen.data.index import open_index
+from auggen.eval import extract_embeddings
+from auggen.generator.sample import auto_batch_size, sample, to_uint8
+from auggen.generator.train import load_generator
+from auggen.infra import runtime
+from auggen.recognition.pretrained import load_pretrained
+from auggen.recognition.train import load_backbone
+
 
 def fr_run_dir(stage_dir: Path, variant: str, seed: int) -> Path:
     return Path(stage_dir) / variant / f"seed{seed}"
@@ -18,14 +26,18 @@ def m_orig_dir(cfg, in_dirs) -> Path:
 
 
 def load_fr(run_dir: Path, device: str):
-    from auggen.recognition.train import load_backbone
-
     return load_backbone(run_dir, device=device)
+
+
+def m_orig(cfg, in_dirs):
+    """M_orig: ``pretrained.fr`` in use mode, else the first seed's baseline."""
+    if cfg.pretrained.fr and cfg.pretrained.fr_mode == "use":
+        return load_pretrained(cfg.pretrained.fr, device=cfg.device)
+    return load_fr(m_orig_dir(cfg, in_dirs), cfg.device)
 
 
 def embedder(model, cfg):
     """uint8 images -> L2-normalised flip-fused embeddings at the FR input size."""
-    from auggen.eval import extract_embeddings
 
     def embed(images: torch.Tensor) -> torch.Tensor:
         return extract_embeddings(
@@ -41,8 +53,6 @@ def embedder(model, cfg):
 
 
 def load_gen(in_dirs, device: str):
-    from auggen.generator.train import load_generator
-
     return load_generator(Path(in_dirs["train_gen"]) / "model", device=device)
 
 
@@ -52,8 +62,6 @@ def sampler(net, cfg, sources: int = 1):
     ``sources`` = k > 1: score mixing, conditions (M, k, L) with convex weights (M, k); the
     batch holds 1/k the images, so a network call keeps its size.
     """
-    from auggen.generator.sample import auto_batch_size, sample, to_uint8
-    from auggen.infra import runtime
 
     s = cfg.sample
     rt = runtime.current()
@@ -97,6 +105,5 @@ def fr_config(cfg, seed: int):
 
 def open_data(in_dirs, name: str = "train"):
     """A dataset index written by the ``data`` stage (``train``, ``heldout``, ``unseen``...)."""
-    from auggen.data.index import open_index
 
     return open_index(Path(in_dirs["data"]) / f"{name}.index.json")

@@ -31,6 +31,7 @@ from auggen.data.split import (
     relabel,
     split_heldout,
 )
+from auggen.eval import make_verification_pairs
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.store import save_atomic
 
@@ -167,8 +168,6 @@ def _subset(raw: ImageSource, idx, labels, num_classes: int) -> ImageSource:
 
 
 def _unseen_benchmarks(raw, u_idx, u_labels, unseen, d, out_dir: Path, pairs) -> list[dict]:
-    from auggen.eval import make_verification_pairs
-
     benches = []
     write_index(out_dir / "unseen.index.json", unseen)
     genuine, impostor = available_pairs(unseen.labels)

@@ -17,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from auggen.data.index import open_index
+from auggen.data.source import TensorSource
+from auggen.data.types import LabeledImages
+from auggen.eval import pair_scores, rank1_identification, tar_at_far, verification_accuracy
 from auggen.eval.embeddings import embed_source
 from auggen.infra import runtime
 from auggen.infra.files import read_json
@@ -29,9 +33,6 @@ MODEL_LABELS = {"baseline": "D_orig", "repro": "D_orig + D_repro", "aug": "D_ori
 
 def load_benchmarks(data_dir: Path) -> list[dict]:
     """The benchmarks of ``benchmarks.json``: image sources (indexes), pairs, labels."""
-    from auggen.data.index import open_index
-    from auggen.data.source import TensorSource
-    from auggen.data.types import LabeledImages
 
     out = []
     for b in read_json(data_dir / "benchmarks.json"):
@@ -57,8 +58,6 @@ def load_benchmarks(data_dir: Path) -> list[dict]:
 
 
 def evaluate_model(embed, bench: dict, cfg) -> dict[str, float]:
-    from auggen.eval import pair_scores, rank1_identification, tar_at_far, verification_accuracy
-
     d, bs = bench["data"], cfg.embed.batch_size
     if bench["kind"] == "identification":
         probe, gallery = d["probe"], d["gallery"]

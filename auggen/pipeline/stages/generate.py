@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from auggen.analysis.leakage import leakage_audit
+from auggen.data.recordio import merge_recordio
 from auggen.eval.embeddings import embed_source
 from auggen.infra import runtime
 from auggen.infra.faults import fault_point
@@ -42,11 +43,11 @@ from auggen.mixing.pairs import (
     pair_distances,
 )
 from auggen.mixing.search import class_centroids, l2_normalize
-from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
     embedder,
     load_gen,
+    m_orig,
     open_data,
     sampler,
 )
@@ -267,7 +268,6 @@ def _pair_outputs(out_dir, g, mix) -> None:
 
 def _export(prefixes, out_dir, g) -> None:
     """User-facing extras: one merged RecordIO (``aug.rec``) when asked."""
-    from auggen.data.recordio import merge_recordio
 
     notes = {"shards": "shards/shard*.rec (+ .idx)", "index": "aug.index.json"}
     if g.write_images:

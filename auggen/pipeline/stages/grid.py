@@ -22,11 +22,11 @@ from auggen.infra import runtime
 from auggen.infra.faults import fault_point
 from auggen.mixing import grid_search, plot_heatmaps, write_best, write_grid_csv
 from auggen.mixing.choice import grid_skipped
-from auggen.pipeline.pretrained import m_orig
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
     embedder,
     load_gen,
+    m_orig,
     open_data,
     sampler,
 )

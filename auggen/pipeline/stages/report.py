@@ -11,12 +11,13 @@ from pathlib import Path
 from auggen.analysis import feature_distances as fdkd
 from auggen.analysis.figures import pyplot, save_figure
 from auggen.analysis.labelled_montage import save_labelled_montage
+from auggen.data import resize_images
 from auggen.data.index import open_index
 from auggen.data.source import resized
+from auggen.eval.paired import paired_difference
 from auggen.infra.files import atomic_write_json
 from auggen.ops._backend import backend_line
-from auggen.pipeline.pretrained import m_orig
-from auggen.pipeline.stages.common import embedder, fr_run_dir, open_data
+from auggen.pipeline.stages.common import embedder, fr_run_dir, m_orig, open_data
 from auggen.pipeline.stages.evaluate import MODEL_LABELS
 from auggen.pipeline.stages.mix_report import grid_lines, method_lines, mix_label
 from auggen.pipeline.store import read_csv
@@ -54,7 +55,6 @@ def paired_verdicts(rows: list[dict], variants: list[str], cols: list[tuple]) ->
     compared with the baseline trained with the same seed; "better"/"worse" only when the
     95 % Student-t interval of the mean difference excludes zero.
     """
-    from auggen.eval.paired import paired_difference
 
     per_seed: dict[tuple, dict[str, float]] = {}
     for r in rows:
@@ -188,7 +188,6 @@ def mixes_figure(root: Path, out: Path, n_examples: int, per: int) -> bool:
         return False
     aug, real = open_index(gen_dir / "aug.index.json"), open_index(root / "data/train.index.json")
     manifest = read_csv(gen_dir / "manifest.csv")
-    from auggen.data import resize_images
 
     size = aug.size
     rows, labels, seen = [], [], []
@@ -215,7 +214,6 @@ def repro_figure(root: Path, out: Path, n: int, per: int) -> bool:
     if not path.exists():
         return False
     rep, real = open_index(path), open_index(root / "data" / "train.index.json")
-    from auggen.data import resize_images
 
     rows = []
     classes = range(min(n, real.num_classes))

@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 from auggen.data import write_recordio
+from auggen.data.image_codec import encode_image
 from auggen.data.index import write_index
+from auggen.data.recordio import scan_recordio
 from auggen.data.source import ConcatSource, RecordIOSource
 from auggen.data.types import LabeledImages
 from auggen.infra.files import atomic_write_json, read_json
@@ -36,7 +38,6 @@ def write_shard(prefix: Path, images, labels, num_classes: int, meta: dict) -> N
 
 def shard_source(prefix: Path, num_classes: int, size: int) -> RecordIOSource:
     """A finished shard as an ImageSource (keys 1..n in the order they were written)."""
-    from auggen.data.recordio import scan_recordio
 
     scan = scan_recordio(prefix.with_suffix(".rec"))
     return RecordIOSource(scan.rec, scan.keys, scan.labels, num_classes, size)
@@ -52,7 +53,6 @@ def index_shards(prefixes: list[Path], num_classes: int, size: int, index_path: 
 
 def export_png(root: Path, images, labels, names: list[str]) -> None:
     """PNG copies (``root/<name>``) of one shard's images, for people to look at."""
-    from auggen.data.image_codec import encode_image
 
     for img, name in zip(images, names):
         path = Path(root) / name

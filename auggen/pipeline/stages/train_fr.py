@@ -10,8 +10,10 @@ from pathlib import Path
 from auggen.data.source import in_memory_if_small, resized
 from auggen.infra import runtime
 from auggen.infra.faults import fault_point
+from auggen.pipeline.pretrained import fr_init
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import fr_config, fr_run_dir, open_data
+from auggen.recognition.train import train_fr
 
 FINISHED = "FINISHED"
 
@@ -20,8 +22,6 @@ def train_runs(cfg, data, out_dir: Path, variant: str, stage: str) -> None:
     """One ``train_fr`` per seed under ``out_dir/<variant>/seed<k>``; a finished one is kept.
 
     With ``pretrained.fr`` in ``init`` mode every run starts from its backbone weights."""
-    from auggen.pipeline.pretrained import fr_init
-    from auggen.recognition.train import train_fr
 
     init = fr_init(cfg)
 

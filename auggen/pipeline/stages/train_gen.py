@@ -10,14 +10,13 @@ from pathlib import Path
 
 from auggen.data.source import in_memory_if_small, resized
 from auggen.generator.export import save_generator_safetensors
+from auggen.generator.train import train_generator
 from auggen.infra import runtime
 from auggen.pipeline.pretrained import pretrained_generator
 from auggen.pipeline.stages.common import open_data, with_data_workers
 
 
 def run(cfg, in_dirs, out_dir: Path) -> None:
-    from auggen.generator.train import train_generator
-
     init = None
     if cfg.pretrained.gen:  # a generator brought from elsewhere (pipeline.pretrained)
         classes = cfg.gen.label_dim or open_data(in_dirs).num_classes
