@@ -28,6 +28,7 @@ import numpy as np
 from auggen.data.dataset import open_dataset
 from auggen.eval.embeddings import embed_source, extract_embeddings
 from auggen.infra.files import LOAD_ERRORS, atomic_path, atomic_write_bytes, atomic_write_json
+from auggen.recognition.export import OnnxEmbedder
 from auggen.recognition.pretrained import load_pretrained
 
 INPUT_KINDS = {"folder": "image_folder"}  # OUT.json's names for open_dataset's kinds
@@ -65,8 +66,6 @@ def load_model(path, arch=None, device="cpu"):
     if Path(path).suffix == ".onnx":
         if device != "cpu":
             raise ValueError(f"{path}: .onnx models run on the CPU here, got --device {device}")
-        from auggen.recognition.export import OnnxEmbedder
-
         return OnnxEmbedder(path)
 
     return load_pretrained(path, arch, device)

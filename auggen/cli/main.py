@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 def entry() -> None:
     """The ``auggen`` console script: ``main``, then exit (under torchrun without the
     interpreter's teardown; see ``auggen.infra.runtime.exit_process``)."""
-    from auggen.infra.runtime import exit_process
+    from auggen.infra.runtime import exit_process  # here: `auggen --help` imports no torch
 
     exit_process(main())
 

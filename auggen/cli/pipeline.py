@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from auggen.data.dataset import dataset_kind
-from auggen.infra.runtime import launch_env
+from auggen.infra.runtime import check_device, launch_env
+from auggen.pipeline.calibrate import calibrate
 from auggen.pipeline.driver import run_pipeline
 from auggen.pipeline.overrides import apply_set, merge_dict, to_dict
 from auggen.pipeline.plan import DEFAULT_UTILISATION, GPU_PEAK, DataSize, data_size, format_plan
@@ -127,9 +128,6 @@ def print_plan(args, cfg, out: Path) -> int:
     if device in GPU_PEAK:
         kind = device
     elif device == "cpu" or device.startswith("cuda"):
-        from auggen.infra.runtime import check_device
-        from auggen.pipeline.calibrate import calibrate
-
         check_device(device)
         print(f"[plan] calibrating on {device} ...", flush=True)
         cal = calibrate(cfg, size.classes, device, cfg.threads)

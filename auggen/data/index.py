@@ -56,8 +56,6 @@ class TensorFileSource(ImageSource):
 
     def _images(self):
         if self._file is None or self._pid != os.getpid():
-            from safetensors import safe_open
-
             self._file = safe_open(str(self.path), framework="pt")
             self._pid = os.getpid()
         return self._file.get_slice("images")

@@ -36,7 +36,7 @@ def nearest_neighbor(queries, database, backend: str = "auto", chunk: int = 4096
         raise ValueError(f"backend must be 'auto', 'faiss' or 'torch', got {backend!r}")
     if backend == "faiss" or (backend == "auto" and db.device.type == "cpu"):
         try:
-            import faiss
+            import faiss  # optional: the nearest-neighbour extra; torch search otherwise
         except ImportError:
             if backend == "faiss":
                 raise ImportError("backend='faiss' needs faiss: pip install faiss-cpu") from None

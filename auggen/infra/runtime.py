@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -113,8 +114,6 @@ def exit_process(code: int | None) -> None:
     2-process CPU runs here, and torchrun reports it as a failed job."""
     code = 0 if code is None else int(code)
     if _env_int(os.environ, "WORLD_SIZE", 1) > 1:
-        import logging
-
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):

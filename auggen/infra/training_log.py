@@ -20,7 +20,7 @@ INSTALL_HINT = "pip install tensorboard (or pip install 'auggen[tensorboard]')"
 def summary_writer_class():
     """``torch.utils.tensorboard.SummaryWriter``, or an ImportError that says what to install."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard extra
     except ImportError as e:
         raise ImportError(
             f"tensorboard=True needs the tensorboard package, which is not installed: "

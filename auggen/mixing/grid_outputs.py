@@ -67,7 +67,7 @@ def grid_matrix(rows: list[dict], key: str):
 
 def plot_heatmaps(path, rows: list[dict], title: str = "") -> None:
     """Three heatmaps side by side (alpha on rows, beta on columns), best cell marked."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency: only figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -34,7 +34,7 @@ class SelfTestError(RuntimeError):
 
 def _cases():
     """op name -> (call(backend, *tensors) -> outputs, number of (N, C, H, W) inputs, takes c)."""
-    from auggen import ops
+    from auggen import ops  # the public ops sit above the backend that runs this
 
     return {
         "mp_silu": (lambda b, x: (ops.mp_silu(x, backend=b),), 1, False),
@@ -101,7 +101,7 @@ def _run_case(op, call, n_tensors, takes_c, backend, device, dtype, g) -> None:
 
 
 def _attention_case(device, dtype, g) -> None:
-    from auggen.ops.attention import mp_attention, mp_attention_ref
+    from auggen.ops.attention import mp_attention, mp_attention_ref  # as for ops above
 
     qkv = [torch.randn(1, 2, 20, 8, generator=g, dtype=torch.float64).to(dtype) for _ in range(3)]
     ref_in = [t.double().requires_grad_() for t in qkv]

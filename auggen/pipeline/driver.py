@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 from auggen.infra import runtime
 from auggen.pipeline.lock import LOCK, RunLock
 from auggen.pipeline.stage import (
@@ -82,8 +84,6 @@ def run_pipeline(
     try:
         cfg = _for_this_rank(cfg, rt)
         if getattr(cfg, "threads", 0):
-            import torch
-
             torch.set_num_threads(cfg.threads)
         if not rt.is_main:
             return _follow(cfg, out_root, registry)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auggen.data.dataset import dataset_size
+from auggen.data.index import open_index
 from auggen.mixing.choice import grid_skipped
 from auggen.pipeline.calibrate import stage_minutes
 from auggen.pipeline.cost import denoiser_evals, generator_cost, human, recogniser_cost
@@ -36,8 +37,6 @@ class DataSize:
 def data_size(cfg, out_root: Path | None = None) -> DataSize:
     """The training set's size: from a finished ``data`` stage, else counted from the input."""
     if out_root is not None and (Path(out_root) / "data" / "DONE").exists():
-        from auggen.data.index import open_index
-
         src = open_index(Path(out_root) / "data" / "train.index.json")
         return DataSize(len(src), src.num_classes, f"{out_root}/data (finished stage)")
     d = cfg.data

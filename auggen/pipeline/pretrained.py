@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auggen.generator.edm2_pickle import load_edm2_pickle
+from auggen.generator.train import load_generator
 from auggen.pipeline.inputs import file_fingerprint, folder_fingerprint
 from auggen.recognition.pretrained import load_pretrained
 
@@ -52,12 +54,8 @@ def load_any_generator(path, device="cpu"):
     """A generator from this project's model folder or an NVlabs edm2 network pickle."""
     p = Path(path)
     if p.suffix == ".pkl":
-        from auggen.generator.edm2_pickle import load_edm2_pickle
-
         return load_edm2_pickle(p, device=device)
     if p.is_dir():
-        from auggen.generator.train import load_generator
-
         return load_generator(p, device=device)
     raise FileNotFoundError(
         f"pretrained.gen={path!r}: expected a generator folder (checkpoint.json) or an edm2 .pkl"

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from auggen.data import load_orl
 from auggen.data.dataset import open_dataset
 from auggen.eval.embeddings import to_model_input
 from auggen.infra.files import LOAD_ERRORS, atomic_path
@@ -178,8 +179,6 @@ def check_images(size: int, path=None, count: int = max(CHECK_BATCHES)) -> torch
     """``count`` real uint8 images at ``size`` px: from ``path`` (anything ``auggen embed``
     reads) or the bundled ORL faces."""
     if path is None:
-        from auggen.data import load_orl
-
         faces = load_orl(size=size)
         pick = torch.linspace(0, len(faces) - 1, count).long()
         return faces.images[pick]

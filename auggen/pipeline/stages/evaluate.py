@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from auggen.data import read_verification_bin
 from auggen.data.index import open_index
 from auggen.data.source import TensorSource
 from auggen.data.types import LabeledImages
@@ -37,8 +38,6 @@ def load_benchmarks(data_dir: Path) -> list[dict]:
     out = []
     for b in read_json(data_dir / "benchmarks.json"):
         if b["kind"] == "verification_bin":
-            from auggen.data import read_verification_bin
-
             images, issame = read_verification_bin(b["file"])
             n = len(issame)
             t = {

@@ -246,7 +246,7 @@ def _pair_outputs(out_dir, g, mix) -> None:
         "embed_vs_cond": corr,
     }
     write_json(out_dir / "pairs.json", summary)
-    import matplotlib
+    import matplotlib  # optional heavy dependency: only figures need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

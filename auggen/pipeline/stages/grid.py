@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from auggen.data import resize_images
 from auggen.data.montage import montage, save_png
 from auggen.eval.embeddings import embed_source
 from auggen.infra import runtime
@@ -98,8 +99,6 @@ def run(cfg, in_dirs, out_dir) -> None:
         first = [int((real.labels == c).nonzero()[0]) for c in (i, j)]
         src = list(real.read(first))
         size = res.preview.shape[-1]
-        from auggen.data import resize_images
-
         src = list(resize_images(torch.stack(src), size))
         rows = [[src[0], src[1]] + list(res.preview[a]) for a in range(len(res.preview))]
         save_png(montage(rows), out_dir / "preview.png", scale=2)
