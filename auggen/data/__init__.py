@@ -1,5 +1,7 @@
-"""Face datasets: image folders, RecordIO, verification .bin, the bundled ORL faces."""
+"""Face datasets: image folders, RecordIO, verification .bin, the bundled ORL faces;
+``open_dataset(path)`` says which one is at a path and opens it."""
 
+from auggen.data.dataset import dataset_kind, open_dataset
 from auggen.data.image_codec import decode_image, encode_image
 from auggen.data.image_folder import read_image_folder, write_image_folder
 from auggen.data.orl import load_orl, orl_root
@@ -12,9 +14,11 @@ from auggen.data.verification_bin import read_verification_bin, write_verificati
 __all__ = [
     "LabeledImages",
     "center_crop_square",
+    "dataset_kind",
     "decode_image",
     "encode_image",
     "load_orl",
+    "open_dataset",
     "orl_root",
     "read_identification_split",
     "read_image_folder",

@@ -150,9 +150,6 @@ def recordio_paths(prefix_or_path) -> tuple[Path, Path]:
     return rec, rec.with_suffix(".idx")
 
 
-_paths = recordio_paths  # TODO(h23b): drop once no caller uses the old private name
-
-
 def read_index(idx_path: Path) -> dict[int, int]:
     index = {}
     for n, line in enumerate(idx_path.read_text().splitlines(), 1):

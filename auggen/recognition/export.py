@@ -41,8 +41,8 @@ EXTRA = "the 'onnx' extra: pip install 'auggen[onnx]' (onnx, onnxruntime)"
 
 def _onnx_modules():
     try:
-        import onnx
-        import onnxruntime
+        import onnx  # optional: the onnx extra, only for export and .onnx models
+        import onnxruntime  # optional: as onnx
     except ImportError as e:
         raise ImportError(f"ONNX export and .onnx models need {EXTRA} ({e})") from None
     return onnx, onnxruntime
