@@ -2,7 +2,7 @@
 
 ``auggen pipeline`` is ``python -m auggen.pipeline``, ``auggen embed`` is
 ``python -m auggen embed``, ``auggen evaluate`` is ``python -m auggen evaluate``, ``auggen
-export`` is ``python -m auggen.recognition.export``; the arguments after the command go to it
+export`` is ``python -m auggen.cli.export``; the arguments after the command go to it
 unchanged.
 """
 
@@ -15,7 +15,7 @@ COMMANDS = {
     "pipeline": ("auggen.cli.pipeline", "run the AugGen pipeline (stages joined by folders)"),
     "embed": ("auggen.cli.embed", "embeddings of an image folder / RecordIO / .bin into .npy"),
     "evaluate": ("auggen.cli.evaluate", "verification table on .bin sets for any loadable model"),
-    "export": ("auggen.recognition.export", "a face model to ONNX / TorchScript, checked"),
+    "export": ("auggen.cli.export", "a face model to ONNX / TorchScript, checked"),
 }
 
 
