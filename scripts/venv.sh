@@ -18,9 +18,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 vpy=.venv/bin/python
 stamp=.venv/.auggen-installed
-# Rebuild when the build files or any compiled source changed (e.g. after a git pull).
+# Rebuild when the build files or any compiled source changed (e.g. after a git pull), and
+# reinstall when Python modules were added, moved or removed (the editable install maps a
+# fixed list of modules).
 want=$( (cat pyproject.toml CMakeLists.txt scripts/venv.sh
-  find csrc kernels/cuda -type f | LC_ALL=C sort | xargs cat) | sha1sum | cut -d' ' -f1)
+  find csrc kernels/cuda -type f | LC_ALL=C sort | xargs cat
+  find auggen kernels -name '*.py' | LC_ALL=C sort) | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$vpy" -c "import auggen._C" 2>/dev/null; then
   exit 0
 fi
