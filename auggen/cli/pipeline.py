@@ -28,7 +28,7 @@ stages (run in this order): {stages}
 presets: {presets}
 
 examples:
-  python -m auggen.pipeline                       # ORL demo, ~20 min on 2 CPU cores
+  python -m auggen.pipeline                       # ORL demo, ~5 min on 2 CPU cores
   python -m auggen.pipeline --preset micro --out /tmp/micro
   python -m auggen.pipeline --set grid.pairs=8 --set fr.epochs=30 --seeds 0,1,2
   python -m auggen.pipeline --preset casia-ir50 --data /data/casia/train \\

@@ -3,8 +3,9 @@
 - ``orl-tiny`` (default): the whole method on the bundled ORL faces on a 2-core CPU in
   under 20 minutes: 32 px generator (~1.2 M params, 800 steps of 32), narrow IR18 at 32 px,
   12 Heun steps, a coarse 4 x 4 grid instead of the paper's 11 x 11, two FR seeds.
-  Measured: 589 s with 2 threads on a 2-core EPYC VM (train_gen 410 s, with the CPU
-  Winograd convolution; 908 s before it); see benchmarks/results/pipeline_cpu.csv.
+  Measured: 272 s with 2 threads on an idle 2-core Xeon with AMX (train_gen 175 s in bf16,
+  the CPU precision policy); 589 s on a 2-core EPYC VM in fp32; see
+  benchmarks/results/pipeline_cpu.csv.
 - ``orl-quality``: ``orl-tiny`` over 40 FR seeds (D_orig + D_aug), enough to resolve the
   ~1.5-point gain the effect study measured on ORL; about 30-40 minutes with 2 threads.
 - ``micro``: every stage in about a minute (tests): 16 px, a few identities, few steps.
