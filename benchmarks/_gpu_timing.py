@@ -74,18 +74,10 @@ def _timing(p):
 
 
 def _op_table():
-    from auggen import ops
-    from auggen.ops import reference as ref
+    """bench_ops.OPS, imported on first use (after gpu_check's build has installed auggen)."""
+    from bench_ops import OPS
 
-    # op -> (public, reference, tensors in, (fwd, bwd) traffic in tensor sizes)
-    return {
-        "pixel_norm": (ops.pixel_norm, ref.pixel_norm_ref, 1, (2, 3)),
-        "pixel_norm_silu": (ops.pixel_norm_silu, ref.pixel_norm_silu_ref, 1, (3, 4)),
-        "mp_silu": (ops.mp_silu, ref.mp_silu_ref, 1, (2, 3)),
-        "mp_sum": (ops.mp_sum, ref.mp_sum_ref, 2, (3, 3)),
-        "mp_sum_clamp": (ops.mp_sum_clamp, ref.mp_sum_clamp_ref, 2, (3, 5)),
-        "modulated_mp_silu": (ops.modulated_mp_silu, ref.modulated_mp_silu_ref, 1, (2, 3)),
-    }
+    return OPS
 
 
 def _op_inputs(n_in, with_c, shape, dtype, device, grad):
