@@ -88,25 +88,70 @@ def backends() -> list[str]:
     return list(AVAILABLE)
 
 
-def resolve(backend: str | None, x: torch.Tensor) -> str:
-    """The backend that runs an op on ``x``; raises for unknown or unavailable names, and for
-    a named backend that failed its self-test on ``x``'s device."""
+@dataclass(frozen=True)
+class Kernels:
+    """Which backends have a kernel for one op: ``resolve``'s ``kernels`` argument.
+
+    ``compiled``: the backends with a kernel of their own, which need their extension (or
+    Triton), the right device and a passed self-test. ``stand_in``: (name, backend) pairs, a
+    backend name the op has no kernel for and the one that runs in its place (a network built
+    with ``backend="cuda"`` still runs an op without a CUDA kernel). ``fallback``: plain
+    PyTorch on any device, which serves fp64 under ``backend=None`` and whatever no compiled
+    kernel takes."""
+
+    compiled: tuple[str, ...] = ("cpu", "triton", "cuda")
+    stand_in: tuple[tuple[str, str], ...] = ()
+    fallback: str = "reference"
+
+
+FUSED = Kernels()  # the elementwise and normalisation ops: a kernel on every backend
+
+
+def resolve(backend: str | None, x: torch.Tensor, kernels: Kernels = FUSED) -> str:
+    """The backend that runs an op on ``x``, the one resolver of every op; raises for unknown
+    or unavailable names, and for a named backend that failed its self-test on ``x``'s
+    device."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
-    if backend is not None and backend not in AVAILABLE:
+    stand_in = dict(kernels.stand_in)
+    if backend is None:
+        if x.dtype != torch.float64:  # the compiled kernels are fp32/bf16/fp16 only
+            for b in GPU_ORDER if x.device.type == "cuda" else ("cpu",):
+                b = stand_in.get(b, b)
+                if b in kernels.compiled and b in AVAILABLE and usable(b, x):
+                    return b
+        return kernels.fallback
+    if backend not in kernels.compiled and backend not in stand_in:
+        return backend  # plain PyTorch, any device
+    if backend not in stand_in:
+        _check_available(backend)
+    _check_device(backend, x)
+    if x.dtype == torch.float64:
+        return "reference"
+    if backend in stand_in:
+        b = stand_in[backend]
+        return b if b in AVAILABLE and usable(b, x) else kernels.fallback
+    if not usable(backend, x):
+        v = _VERDICTS[(backend, x.device, x.dtype)]
+        raise RuntimeError(
+            f"backend {backend!r} failed its self-test on {x.device} for {v.family} tensors "
+            f"({v.op}: {v.reason}); backend=None picks the next working backend, "
+            "AUGGEN_BACKEND_SELFTEST=0 skips the self-test"
+        )
+    return backend
+
+
+def _check_available(backend: str) -> None:
+    if backend not in AVAILABLE:
         why = _MISSING.get(backend, "")
         raise RuntimeError(
             f"backend {backend!r} is not available here{f' ({why})' if why else ''}; "
             f"available: {AVAILABLE}"
         )
+
+
+def _check_device(backend: str, x: torch.Tensor) -> None:
     on_cuda = x.device.type == "cuda"
-    if backend is None:
-        if x.dtype == torch.float64:
-            return "reference"
-        for b in GPU_ORDER if on_cuda else ("cpu",):
-            if b in AVAILABLE and usable(b, x):
-                return b
-        return "reference"
     if backend == "cpu" and on_cuda:
         raise ValueError(f"backend 'cpu' needs CPU tensors, got a tensor on {x.device}")
     if backend == "cuda" and not on_cuda:
@@ -115,16 +160,6 @@ def resolve(backend: str | None, x: torch.Tensor) -> str:
         raise ValueError(
             f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1), got one on {x.device}"
         )
-    if x.dtype == torch.float64:
-        return "reference"  # the compiled kernels are fp32/bf16/fp16 only
-    if backend != "reference" and not usable(backend, x):
-        v = _VERDICTS[(backend, x.device, x.dtype)]
-        raise RuntimeError(
-            f"backend {backend!r} failed its self-test on {x.device} for {v.family} tensors "
-            f"({v.op}: {v.reason}); backend=None picks the next working backend, "
-            "AUGGEN_BACKEND_SELFTEST=0 skips the self-test"
-        )
-    return backend
 
 
 # ---- self-test: a backend proves itself on a device before it serves ----------------------

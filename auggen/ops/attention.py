@@ -11,14 +11,13 @@ Backends:
   or CPU tensors under ``TRITON_INTERPRET=1``), differentiable, traceable by
   ``torch.compile(fullgraph=True)``.
 - ``"cuda"``: accepted for CUDA tensors and runs ``"triton"`` (there is no separate CUDA kernel).
-``backend=None`` picks ``"triton"`` for CUDA fp16/bf16/fp32 tensors when Triton imports, else
-``"cpu"``; CPU tensors never go to the (slow) interpreter unless asked for by name. fp64 on
-``"triton"``/``"cuda"`` runs the reference, as the other ops do.
+``backend=None`` picks ``"triton"`` for CUDA fp16/bf16/fp32 tensors when Triton imports and
+passed its self-test, else ``"cpu"`` (the resolver of every op, ``_backend.resolve``, with
+this op's ``KERNELS``); CPU tensors never go to the (slow) interpreter unless asked for by
+name. fp64 on ``"triton"``/``"cuda"`` runs the reference, as the other ops do.
 """
 
-import importlib.util
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +26,7 @@ from auggen.ops import _backend
 from auggen.ops._backend import dispatch, launch, register_autograd
 from auggen.ops._validate import check_float, check_same_shape
 
-ATTENTION_BACKENDS = ("reference", "cpu", "triton", "cuda")
-TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+ATTENTION_BACKENDS = _backend.BACKENDS
 EPS = 1e-4  # EDM2 ``normalize`` default
 PRECISIONS = ("ieee", "tf32", "bf16")  # products of fp32 inputs in the Triton kernel
 
@@ -64,45 +62,15 @@ def _mp_attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     return F.scaled_dot_product_attention(q, k, v)  # default scale is 1/sqrt(D)
 
 
-# Only look for Triton here: importing it (slow; reads TRITON_INTERPRET) waits for first use,
-# inside the custom op, where torch.compile does not trace.
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-
-
-def _triton_usable(x: torch.Tensor) -> bool:
-    if not HAS_TRITON:
-        return False
-    if x.device.type == "cuda":
-        return True
-    return x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1"
+# The one resolver (``_backend.resolve``) with what this op has: a Triton kernel; "cuda" runs
+# it (no hand-written CUDA attention); "cpu" and what no kernel takes: normalise + SDPA.
+KERNELS = _backend.Kernels(compiled=("triton",), stand_in=(("cuda", "triton"),), fallback="cpu")
 
 
 def resolve_backend(backend: str | None, q: torch.Tensor) -> str:
-    """The implementation that ``mp_attention`` runs for ``q``: reference | cpu | triton.
-
-    ``backend`` also accepts ``"cuda"`` (the name a whole network may be built with): there is
-    no hand-written CUDA attention, so CUDA tensors run the Triton kernel. Like the other ops,
-    fp64 runs the reference code on the compiled backends.
-    """
-    if backend is None:
-        on_gpu = q.device.type == "cuda" and q.dtype in TRITON_DTYPES and _triton_usable(q)
-        return "triton" if on_gpu and _backend.usable("triton", q) else "cpu"
-    if backend not in ATTENTION_BACKENDS:
-        raise ValueError(f"backend must be one of {ATTENTION_BACKENDS} or None, got {backend!r}")
-    if backend == "cuda":
-        if q.device.type != "cuda":
-            raise ValueError(f"backend 'cuda' needs CUDA tensors, got a tensor on {q.device}")
-        backend = "triton" if _triton_usable(q) and _backend.usable("triton", q) else "cpu"
-    if backend == "triton" and not _triton_usable(q):
-        raise RuntimeError(
-            "backend 'triton' needs Triton and a tensor on CUDA (or on the CPU with "
-            f"TRITON_INTERPRET=1); got a tensor on {q.device}"
-        )
-    if backend == "triton" and q.dtype not in TRITON_DTYPES:
-        return "reference"  # the kernel is fp32/bf16/fp16 only
-    if backend == "triton" and q.device.type == "cuda":
-        _backend.resolve("triton", q)  # raises if Triton failed its self-test on this device
-    return backend
+    """The implementation that ``mp_attention`` runs for ``q``: reference | cpu | triton
+    (``_backend.resolve`` with this op's ``KERNELS``)."""
+    return _backend.resolve(backend, q, KERNELS)
 
 
 # --- custom op: forward and backward both opaque to autograd/compile, glued by autograd ---

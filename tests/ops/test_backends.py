@@ -470,3 +470,44 @@ def test_gpu_order_falls_through_dropped_backends(fresh_verdicts, monkeypatch):
     report = ops.backend_report()
     assert "cuda on cuda:0 (fp16/bf16): DROPPED: mp_silu failed" in report
     assert "triton on cuda:1 (fp32): DROPPED" in report
+
+
+def test_attention_uses_the_one_resolver(fresh_verdicts, monkeypatch):
+    """mp_attention's table (a Triton kernel; "cuda" runs it; SDPA as "cpu" and fallback)
+    through ``_backend.resolve``, on made-up CUDA tensors and verdicts, without _C_cuda."""
+    import types
+
+    from auggen.ops.attention import KERNELS, resolve_backend
+
+    monkeypatch.setattr(_backend, "AVAILABLE", ("reference", "cpu", "triton"))
+    monkeypatch.setattr(_backend, "GPU_ORDER", ("cuda", "triton"))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    broken = set()
+
+    def fake_selftest(backend, device, dtype, fail):
+        if backend in broken:
+            raise _selftest.SelfTestError("mp_attention", "wrong numbers")
+        return 7
+
+    monkeypatch.setattr(_selftest, "run_selftest", fake_selftest)
+    cuda0 = types.SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.bfloat16)
+    assert resolve_backend(None, cuda0) == "triton"
+    assert resolve_backend("cuda", cuda0) == "triton"  # no _C_cuda needed: no CUDA kernel
+    assert resolve_backend("cpu", cuda0) == "cpu"  # SDPA runs on any device
+    wide = types.SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.float64)
+    assert resolve_backend(None, wide) == "cpu" and resolve_backend("cuda", wide) == "reference"
+    broken.add("triton")
+    cuda1 = types.SimpleNamespace(device=torch.device("cuda:1"), dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="'triton' dropped on cuda:1"):
+        assert resolve_backend(None, cuda1) == "cpu"
+    assert resolve_backend("cuda", cuda1) == "cpu"  # the stand-in failed: the fallback runs
+    with pytest.raises(RuntimeError, match="'triton' failed its self-test on cuda:1"):
+        resolve_backend("triton", cuda1)
+    cpu = torch.randn(1, 1, 4, 8)
+    assert resolve_backend(None, cpu) == "cpu"
+    with pytest.raises(ValueError, match="backend 'cuda' needs CUDA tensors"):
+        resolve_backend("cuda", cpu)
+    # The fused ops' table on the same made-up CUDA device: no stand-in, so "cuda" is refused.
+    assert KERNELS.fallback == "cpu" and _backend.FUSED.stand_in == ()
+    with pytest.raises(RuntimeError, match="backend 'cuda' is not available here"):
+        _backend.resolve("cuda", cuda0)
