@@ -99,3 +99,20 @@ def test_exit_process_keeps_the_status_and_flushes_output(world):
     env = {**os.environ, "WORLD_SIZE": world, "RANK": "0", "LOCAL_RANK": "0"}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert p.returncode == 3 and p.stdout == "done"
+
+
+def test_the_job_is_set_up_once_and_handed_down(monkeypatch):
+    """``setup`` once per job; a second one inside it is refused; ``using`` takes a Runtime as
+    it is (nothing set up or ended) and sets up a job only for a device."""
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    with runtime.using("cpu") as rt:
+        assert runtime.current() is rt and rt.device == torch.device("cpu")
+        with pytest.raises(RuntimeError, match="a job is already set up .* pass its Runtime"):
+            runtime.setup("cpu")
+        with runtime.using(rt) as inner:
+            assert inner is rt
+        assert runtime.current() is rt  # handing it down ended nothing
+    assert runtime.current() is not rt  # the job set up for the block ended with it
+    again = runtime.setup("cpu")  # and a new one may start
+    runtime.cleanup(again)

@@ -196,8 +196,19 @@ def _silent(msg: str) -> None:
     pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C. A subclass, not KeyboardInterrupt itself: CPython 3.11
+    run with ``-m`` ends by SIGINT (status -2, not ours) a process in which a plain
+    KeyboardInterrupt ever left an ``exec`` of a string (dataclasses and torch build code so),
+    even one that was caught; it checks for that exact type."""
+
+
+_SIGNALLED: list[int] = []  # the signals received: what failed after one was interrupted
+
+
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    _SIGNALLED.append(signum)
+    raise Terminated(f"signal {signum}")
 
 
 def _message(e: BaseException) -> str:
@@ -240,6 +251,10 @@ def main(argv=None) -> int:
         print(f"\n{who}interrupted; rerun the same command to resume ({out})", file=sys.stderr)
         return 130
     except Exception as e:
+        if _SIGNALLED:  # the interrupt landed inside torch, which raised something else
+            print(f"\n{who}interrupted ({type(e).__name__} on the way out); rerun the same "
+                  f"command to resume ({out})", file=sys.stderr)  # fmt: skip
+            return 130
         if args.debug:
             traceback.print_exc()
         print(

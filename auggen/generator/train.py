@@ -183,23 +183,22 @@ def train_generator(
     cfg: GenTrainConfig,
     data: LabeledImages | ImageSource,
     out_dir,
-    device="cpu",
+    device: str | torch.device | runtime.Runtime = "cpu",
     progress: bool = True,
     init: dict[str, torch.Tensor] | None = None,
 ) -> Precond:
     """Train (or resume) in ``out_dir``; returns the first EMA network in eval mode.
+
+    ``device``: a device (a job is set up on it for this call, joining torchrun's group when
+    there is one) or the running job's ``Runtime`` (the pipeline hands its own down).
 
     ``init``: a state dict of the same network to start from instead of random weights
     (fine-tuning a pretrained G); a resumed run continues from its checkpoint instead."""
     source = training_source(data, cfg.resolution)
     if len(source) == 0:
         raise ValueError("data holds no images")
-    out_dir = Path(out_dir)
-    rt = runtime.setup(device)
-    try:
-        return _train(cfg, source, out_dir, rt, progress, init)
-    finally:
-        runtime.cleanup(rt)
+    with runtime.using(device) as rt:
+        return _train(cfg, source, Path(out_dir), rt, progress, init)
 
 
 def _train(cfg: GenTrainConfig, source: ImageSource, out_dir: Path, rt, progress: bool, init):

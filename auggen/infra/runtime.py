@@ -4,9 +4,11 @@ One module for what every entry point, trainer and stage needs to know about pro
 
 - ``check_device``: can this machine run on ``--device``?
 - ``setup(device)``: join the process group torchrun describes in the environment (NCCL on
-  CUDA, gloo on CPU), pick this rank's device (``cuda:LOCAL_RANK``), and remember both;
-  ``current()`` returns them anywhere later. One process (no ``WORLD_SIZE``, or 1) starts no
-  group at all, so ``python -m auggen.pipeline`` and ``torchrun --nproc_per_node 1`` agree.
+  CUDA, gloo on CPU) and pick this rank's device (``cuda:LOCAL_RANK``), once per job, in the
+  entry point; the :class:`Runtime` it returns is handed down (``using(rt)`` in a trainer
+  takes it as it is), and ``current()`` returns it to the collectives below. One process
+  (no ``WORLD_SIZE``, or 1) starts no group at all, so ``python -m auggen.pipeline`` and
+  ``torchrun --nproc_per_node 1`` agree.
 - Collectives that name what they wait for (``barrier``, ``broadcast_object``,
   ``gather_rows``): a rank that died or hangs surfaces as :class:`RankTimeout` after
   ``timeout_s`` instead of a silent hang.
@@ -155,22 +157,26 @@ _current: Runtime | None = None
 def setup(device: str | torch.device = "cpu", timeout_s: float | None = None) -> Runtime:
     """Join torchrun's group (if WORLD_SIZE > 1) and return this rank's :class:`Runtime`.
 
-    Calling it again inside a running job returns the job's runtime (the pipeline sets up
-    once; the trainers it calls find the group already there and leave it running).
+    Called once per job, by the entry point (the pipeline driver, or a trainer called on its
+    own); everything below it is handed the Runtime. A process group the caller started
+    itself is used as it is and left running. A second ``setup`` inside a job is refused:
+    pass the job's Runtime down instead.
     """
     global _current
+    if _current is not None:
+        raise RuntimeError(
+            f"a job is already set up in this process (rank {_current.rank} of "
+            f"{_current.world_size} on {_current.device}); pass its Runtime down "
+            "(e.g. train_fr(..., device=rt)) instead of setting up another"
+        )
     rank, world, local = launch_env()
     timeout = timeout_from_env() if timeout_s is None else float(timeout_s)
-    if dist.is_available() and dist.is_initialized():  # the job's group (ours or the caller's)
+    callers = dist.is_available() and dist.is_initialized()  # used as it is, left running
+    if callers:
         rank, world = dist.get_rank(), dist.get_world_size()
-        if _current is not None:
-            timeout = _current.timeout_s
-        return Runtime(rank, world, local, rank_device(device, world, local), timeout)
     dev = rank_device(device, world, local)
-    if world == 1 and _current is not None:  # inside a one-process job: leave its runtime
-        return Runtime(device=dev, timeout_s=timeout)
     owns = False
-    if world > 1:
+    if world > 1 and not callers:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         kw = {"device_id": dev} if dev.type == "cuda" else {}
@@ -178,9 +184,22 @@ def setup(device: str | torch.device = "cpu", timeout_s: float | None = None) ->
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout), **kw)
         owns = True
         rank, world = dist.get_rank(), dist.get_world_size()
-    rt = Runtime(rank, world, local, dev, timeout, owns)
-    _current = rt
-    return rt
+    _current = Runtime(rank, world, local, dev, timeout, owns)
+    return _current
+
+
+@contextlib.contextmanager
+def using(where: str | torch.device | Runtime):
+    """The Runtime a piece of work runs on: ``where`` itself when it is one (the running
+    job's, handed down), else a job set up on that device for the block and ended after it."""
+    if isinstance(where, Runtime):
+        yield where
+        return
+    rt = setup(where)
+    try:
+        yield rt
+    finally:
+        cleanup(rt)
 
 
 def current() -> Runtime:

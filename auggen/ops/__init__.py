@@ -9,7 +9,7 @@ implementations, so ``torch.compile(fullgraph=True)`` traces through them. ``con
 """
 
 from auggen.ops import _backend, _selftest
-from auggen.ops._backend import BACKENDS, backend_report, backends
+from auggen.ops._backend import BACKENDS, backend_choices, backend_line, backend_report, backends
 from auggen.ops.attention import mp_attention
 from auggen.ops.conv import conv3x3, winograd_applies, winograd_weight
 from auggen.ops.elementwise import mp_silu, mp_sum, mp_sum_clamp
@@ -22,6 +22,8 @@ __all__ = [
     "BACKENDS",
     "backends",
     "backend_report",
+    "backend_line",
+    "backend_choices",
     "pixel_norm",
     "mp_silu",
     "mp_sum",

@@ -86,7 +86,7 @@ def run_pipeline(
         if getattr(cfg, "threads", 0):
             torch.set_num_threads(cfg.threads)
         if not rt.is_main:
-            return _follow(cfg, out_root, registry)
+            return _follow(cfg, out_root, registry, rt)
         leader = _Leader(rt)
         try:
             with RunLock(out_root):
@@ -103,15 +103,11 @@ def run_pipeline(
 
 
 def _for_this_rank(cfg, rt: runtime.Runtime):
-    """This rank's device (``cuda:LOCAL_RANK``); progress bars on rank 0 only."""
-    if not hasattr(cfg, "__dataclass_fields__"):
+    """Progress bars on rank 0 only. (The device stays as configured: this rank's, e.g.
+    ``cuda:LOCAL_RANK``, is ``rt.device``, handed to every stage.)"""
+    if rt.is_main or "progress" not in getattr(cfg, "__dataclass_fields__", {}):
         return cfg
-    changes = {}
-    if "device" in cfg.__dataclass_fields__:
-        changes["device"] = str(rt.device)
-    if "progress" in cfg.__dataclass_fields__ and not rt.is_main:
-        changes["progress"] = False
-    return dataclasses.replace(cfg, **changes)
+    return dataclasses.replace(cfg, progress=False)
 
 
 class _Leader:
@@ -146,29 +142,28 @@ class _Leader:
                 pass
 
 
-def _follow(cfg, out_root: Path, registry) -> dict[str, str]:
+def _follow(cfg, out_root: Path, registry, rt: runtime.Runtime) -> dict[str, str]:
     """Ranks other than 0: run each stage rank 0 starts, until it ends the run."""
     while True:
-        msg = runtime.broadcast_object(None, "rank 0's next decision")
+        msg = runtime.broadcast_object(None, "rank 0's next decision", rt)
         if msg["action"] == "end":
             return msg["status"]
         if msg["action"] == "stop":
             raise RuntimeError(f"rank 0 stopped the run: {msg['reason']}")
         if msg["action"] == "hello":
-            _check_shared(out_root, msg["lock"])
+            _check_shared(out_root, msg["lock"], rt)
             continue
         stage = registry[msg["stage"]]
         in_dirs = {d: out_root / d for d in stage.needs}
-        follow_stage(stage, cfg, in_dirs, Path(msg["work"]))
+        follow_stage(stage, cfg, in_dirs, Path(msg["work"]), rt)
 
 
-def _check_shared(out_root: Path, lock_text: str) -> None:
+def _check_shared(out_root: Path, lock_text: str, rt: runtime.Runtime) -> None:
     """This rank sees the lock file rank 0 just wrote, or the run folder is not shared."""
 
     path = out_root / LOCK
     seen = path.read_text() if path.exists() else None
     if seen != lock_text:
-        rt = runtime.current()
         raise RuntimeError(
             f"rank {rt.rank} on {socket.gethostname()} does not see {path} as rank 0 wrote it: "
             "--out must be a folder every node sees (a shared filesystem such as NFS or "
@@ -178,12 +173,11 @@ def _check_shared(out_root: Path, lock_text: str) -> None:
 
 def _backend_line() -> str:
     """``auggen.ops`` backend choices and self-test verdicts, once a stage has used the ops."""
-    backend = sys.modules.get("auggen.ops._backend")
-    return backend.backend_line() if backend is not None and backend.backend_choices() else ""
+    ops = sys.modules.get("auggen.ops")  # only if a stage imported them
+    return ops.backend_line() if ops is not None and ops.backend_choices() else ""
 
 
 def _run_locked(cfg, out_root: Path, registry, selected, forced, log, leader) -> dict[str, str]:
-    device = getattr(cfg, "device", "cpu")
     current: dict[str, bool] = {}
     status: dict[str, str] = {}
     shown: dict[str, str] = {}
@@ -244,7 +238,7 @@ def _run_locked(cfg, out_root: Path, registry, selected, forced, log, leader) ->
                 work,
                 fp,
                 tokens,
-                device=device,
+                rt=leader.rt,
                 log=log,
                 external=external,
                 ready=lambda: leader.run(name, work),  # noqa: B023  (called inside this turn)

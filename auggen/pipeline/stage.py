@@ -38,7 +38,9 @@ HEARTBEAT_S = 10.0  # timing.json is rewritten this often while a stage runs
 @dataclass(frozen=True)
 class Stage:
     name: str
-    run: Callable  # run(cfg, in_dirs: dict[str, Path], out_dir: Path) -> None
+    # run(cfg, in_dirs: dict[str, Path], out_dir: Path, rt: Runtime) -> None; ``rt``: the job
+    # (this rank, its device), set up once by the driver and handed down
+    run: Callable
     needs: tuple[str, ...] = ()
     config_keys: tuple[str, ...] = ()  # top-level config sections the stage reads
     summary: str = ""
@@ -197,7 +199,7 @@ def run_stage(
     out_dir: Path,
     fp: str,
     tokens: dict[str, str],
-    device: str = "cpu",
+    rt: runtime.Runtime | None = None,
     log: Callable[[str], None] = print,
     external=None,
     ready: Callable[[], None] | None = None,
@@ -206,8 +208,10 @@ def run_stage(
 
     On rank 0 of a torchrun job: ``ready()`` (the driver tells the other ranks to start) runs
     once the folder and ``config.json`` are in place; ``DONE`` is written only after every
-    rank has finished its share (:func:`follow_stage` on the others).
+    rank has finished its share (:func:`follow_stage` on the others). ``rt``: the job
+    (default: one process on the CPU).
     """
+    rt = rt or runtime.Runtime()
     out_dir = Path(out_dir)
     state = stage_state(out_dir, fp)
     if state == "stale":  # the driver keeps finished results elsewhere first
@@ -232,24 +236,24 @@ def run_stage(
     for key in set(stage.config_keys) & set(PRECISION_KEYS):  # not fingerprinted: the why
         section = getattr(cfg, key)
         config.setdefault("precision", {})[key] = runtime.precision_choice(
-            section.precision, cfg.device
+            section.precision, rt.device
         )[1]
     base = {
         "stage": stage.name,
-        "device": device,
+        "device": str(rt.device),
         "host": socket.gethostname(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "resumed": state == "partial",
         "attempts": attempts + 1,
-        "processes": runtime.current().world_size,
+        "processes": rt.world_size,
     }
     with _Clock(out_dir / TIMING, base, previous) as clock:
         try:  # config.json inside: an interrupt after it is always recorded
             write_json(out_dir / CONFIG, config)
             if ready is not None:
                 ready()
-            _run_share(stage, cfg, in_dirs, out_dir)
+            _run_share(stage, cfg, in_dirs, out_dir, rt)
         except BaseException:
             clock.write("interrupted")
             raise
@@ -258,14 +262,13 @@ def run_stage(
     return wall
 
 
-def _run_share(stage: Stage, cfg, in_dirs, out_dir: Path) -> None:
+def _run_share(stage: Stage, cfg, in_dirs, out_dir: Path, rt: runtime.Runtime) -> None:
     """This rank's part of the stage, then wait until every rank has done its part."""
-    rt = runtime.current()
     if stage.ranks == "all" or rt.is_main:
-        stage.run(cfg, in_dirs, out_dir)
+        stage.run(cfg, in_dirs, out_dir, rt)
     runtime.barrier(f"end of stage {stage.name}", rt)
 
 
-def follow_stage(stage: Stage, cfg, in_dirs, out_dir: Path) -> None:
+def follow_stage(stage: Stage, cfg, in_dirs, out_dir: Path, rt: runtime.Runtime) -> None:
     """A rank other than 0: its share of a stage that rank 0 prepared in ``out_dir``."""
-    _run_share(stage, cfg, in_dirs, Path(out_dir))
+    _run_share(stage, cfg, in_dirs, Path(out_dir), rt)

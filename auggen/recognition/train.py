@@ -230,21 +230,20 @@ def train_fr(
     cfg: FRTrainConfig,
     data: LabeledImages | ImageSource,
     out_dir: str | Path,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | D.Runtime = "cpu",
     progress: bool = True,
     init: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """Train (or resume) and return the backbone in eval mode; see the module docstring.
 
     ``init``: a backbone state dict of the same architecture to start from (fine-tuning a
-    pretrained recogniser; the margin head starts fresh, its classes are this set's)."""
+    pretrained recogniser; the margin head starts fresh, its classes are this set's).
+    ``device``: a device (a job is set up on it for this call, joining torchrun's group when
+    there is one) or the running job's ``Runtime`` (the pipeline hands its own down)."""
     source = training_source(data, cfg.input_size)
     check_data(source)
-    info = D.setup(device)
-    try:
+    with D.using(device) as info:
         return _train(cfg, source, Path(out_dir), progress, info, init)
-    finally:
-        D.cleanup(info)
 
 
 def _train(cfg: FRTrainConfig, source, out: Path, progress: bool, info, init) -> nn.Module:

@@ -76,7 +76,7 @@ def test_fingerprint_holds_the_precision_used(stage, monkeypatch):
 
 def test_config_json_says_which_precision_and_why(tmp_path, monkeypatch):
     _flags(monkeypatch, NATIVE)
-    st = Stage("toy_gen", lambda cfg, in_dirs, out: None, (), ("gen", "sample"))
+    st = Stage("toy_gen", lambda cfg, in_dirs, out, rt: None, (), ("gen", "sample"))
     cfg = replace(PipelineConfig(), sample=replace(PipelineConfig().sample, precision="fp32"))
     run_stage(st, cfg, {}, tmp_path / "toy", "fp", {})
     rec = json.loads((tmp_path / "toy" / "config.json").read_text())

@@ -405,10 +405,10 @@ def test_pipeline_log_names_the_backends(tmp_path, fresh_verdicts):
     class Cfg:
         device: str = "cpu"
 
-    def uses_ops(cfg, in_dirs, out_dir):
+    def uses_ops(cfg, in_dirs, out_dir, rt):
         ops.mp_silu(torch.randn(2, 3))
 
-    def plain(cfg, in_dirs, out_dir):
+    def plain(cfg, in_dirs, out_dir, rt):
         pass
 
     reg = {"a": Stage("a", uses_ops, (), ()), "b": Stage("b", plain, ("a",), ())}

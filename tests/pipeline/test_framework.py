@@ -33,7 +33,7 @@ class Toy:
 
 
 def _toy_registry(log):
-    def first(cfg, in_dirs, out_dir):
+    def first(cfg, in_dirs, out_dir, rt):
         log.append("first")
         done = sorted(out_dir.glob("part*.txt"))
         for k in range(len(done), cfg.a.n):
@@ -41,7 +41,7 @@ def _toy_registry(log):
             fault_point("first", k)
         (out_dir / "sum.txt").write_text(str(sum(k * cfg.a.scale for k in range(cfg.a.n))))
 
-    def second(cfg, in_dirs, out_dir):
+    def second(cfg, in_dirs, out_dir, rt):
         log.append("second")
         s = float((in_dirs["first"] / "sum.txt").read_text())
         (out_dir / "out.txt").write_text(f"{s}{cfg.b.name}")

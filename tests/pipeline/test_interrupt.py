@@ -43,3 +43,24 @@ def test_sigterm_marks_the_stage_interrupted(tmp_path):
     assert timing["status"] == "interrupted"
     assert not (out / "train_gen" / "DONE").exists()
     assert (out / "data" / "DONE").exists()
+
+
+def test_sigterm_inside_exec_of_a_string_still_exits_130(tmp_path):
+    """CPython 3.11 run with ``-m`` exits by SIGINT (-2) once a plain KeyboardInterrupt has left
+    an ``exec`` of a string, even if caught (dataclasses and torch exec strings). The pipeline's
+    SIGTERM handler raises a subclass, so the status stays the 130 the command returns."""
+    pkg = tmp_path / "sigterm_probe"
+    pkg.mkdir()
+    (pkg / "__main__.py").write_text(
+        "import os, signal, sys\n"
+        "from auggen.cli.pipeline import _raise_interrupt\n"
+        "signal.signal(signal.SIGTERM, _raise_interrupt)\n"
+        "try:\n"
+        "    exec('os.kill(os.getpid(), signal.SIGTERM)\\nfor _ in range(10**6): pass')\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "sys.exit(130)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "sigterm_probe"], env=env, timeout=120)
+    assert proc.returncode == 130

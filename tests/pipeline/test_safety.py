@@ -129,7 +129,7 @@ def _hold_lock(folder: Path) -> subprocess.Popen:
 
 
 def _toy_registry(log):
-    def first(cfg, in_dirs, out_dir):
+    def first(cfg, in_dirs, out_dir, rt):
         log.append("first")
         (out_dir / "x.txt").write_text("x")
 
@@ -207,7 +207,7 @@ stage_mod.HEARTBEAT_S = 0.1
 class Cfg:
     device: str = "cpu"
 
-def slow(cfg, in_dirs, out_dir):
+def slow(cfg, in_dirs, out_dir, rt):
     if len(sys.argv) > 2:
         (out_dir / ".checkpoint-00000001.safetensors.abc.tmp").write_bytes(b"half")
         print("started", flush=True)

@@ -158,11 +158,13 @@ def test_fr_checkpoint_of_two_ranks_resumes_on_one(tmp_path):
 
 
 def test_a_rank_that_cannot_see_the_run_folder_is_refused(tmp_path):
+    from auggen.infra.runtime import Runtime
     from auggen.pipeline.driver import _check_shared
 
+    rt = Runtime(1, 2)  # rank 1 of 2
     (tmp_path / ".lock").write_text('{"pid": 1}')
-    _check_shared(tmp_path, '{"pid": 1}')
+    _check_shared(tmp_path, '{"pid": 1}', rt)
     with pytest.raises(RuntimeError, match="--out must be a folder every node sees"):
-        _check_shared(tmp_path, '{"pid": 2}')  # another node's disk: an old lock file
-    with pytest.raises(RuntimeError, match="does not see"):
-        _check_shared(tmp_path / "elsewhere", '{"pid": 1}')
+        _check_shared(tmp_path, '{"pid": 2}', rt)  # another node's disk: an old lock file
+    with pytest.raises(RuntimeError, match="rank 1 on .* does not see"):
+        _check_shared(tmp_path / "elsewhere", '{"pid": 1}', rt)

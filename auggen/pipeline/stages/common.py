@@ -25,19 +25,20 @@ def m_orig_dir(cfg, in_dirs) -> Path:
     return fr_run_dir(in_dirs["train_fr"], "baseline", cfg.seeds[0])
 
 
-def load_fr(run_dir: Path, device: str):
+def load_fr(run_dir: Path, device: torch.device):
     return load_backbone(run_dir, device=device)
 
 
-def m_orig(cfg, in_dirs):
-    """M_orig: ``pretrained.fr`` in use mode, else the first seed's baseline."""
+def m_orig(cfg, in_dirs, device: torch.device):
+    """M_orig on ``device``: ``pretrained.fr`` in use mode, else the first seed's baseline."""
     if cfg.pretrained.fr and cfg.pretrained.fr_mode == "use":
-        return load_pretrained(cfg.pretrained.fr, device=cfg.device)
-    return load_fr(m_orig_dir(cfg, in_dirs), cfg.device)
+        return load_pretrained(cfg.pretrained.fr, device=device)
+    return load_fr(m_orig_dir(cfg, in_dirs), device)
 
 
-def embedder(model, cfg):
-    """uint8 images -> L2-normalised flip-fused embeddings at the FR input size."""
+def embedder(model, cfg, device: torch.device):
+    """uint8 images -> L2-normalised flip-fused embeddings at the FR input size, computed on
+    ``device`` (the model's)."""
 
     def embed(images: torch.Tensor) -> torch.Tensor:
         return extract_embeddings(
@@ -45,18 +46,18 @@ def embedder(model, cfg):
             images,
             batch_size=cfg.embed.batch_size,
             flip=cfg.embed.flip,
-            device=cfg.device,
+            device=device,
             input_size=getattr(model, "input_size", cfg.fr.input_size),  # a pretrained net's own
         )
 
     return embed
 
 
-def load_gen(in_dirs, device: str):
+def load_gen(in_dirs, device: torch.device):
     return load_generator(Path(in_dirs["train_gen"]) / "model", device=device)
 
 
-def sampler(net, cfg, sources: int = 1):
+def sampler(net, cfg, rt: runtime.Runtime, sources: int = 1):
     """(conditions (M, L), seeds (M,)) -> uint8 images (M, 3, R, R) through the Heun sampler.
 
     ``sources`` = k > 1: score mixing, conditions (M, k, L) with convex weights (M, k); the
@@ -64,11 +65,10 @@ def sampler(net, cfg, sources: int = 1):
     """
 
     s = cfg.sample
-    rt = runtime.current()
-    bf16, why = runtime.agreed_precision(s.precision, cfg.device, "sampler", rt)
+    bf16, why = runtime.agreed_precision(s.precision, rt.device, "sampler", rt)
     if rt.is_main and cfg.progress:
         print(f"[sample] precision {why}", flush=True)
-    batch = s.batch_size or auto_batch_size(net, cfg.device, autocast=bf16)
+    batch = s.batch_size or auto_batch_size(net, rt.device, autocast=bf16)
     batch = max(1, batch // sources)
 
     def sample_fn(conditions: torch.Tensor, seeds, weights=None) -> torch.Tensor:

@@ -98,7 +98,7 @@ def _class_namer(src: ImageSource, notes: dict):
     return name
 
 
-def run(cfg, in_dirs, out_dir: Path) -> None:
+def run(cfg, in_dirs, out_dir: Path, rt) -> None:
     d = cfg.data
     raw, notes = open_source(d, out_dir)
     if raw.num_classes < 2:

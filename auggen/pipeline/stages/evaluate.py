@@ -88,24 +88,24 @@ def models(cfg, in_dirs):
         yield v, in_dirs["train_mix"]
 
 
-def run(cfg, in_dirs, out_dir) -> None:
+def run(cfg, in_dirs, out_dir, rt: runtime.Runtime) -> None:
     benches = load_benchmarks(in_dirs["data"])
     units = [(v, d, seed) for v, d in models(cfg, in_dirs) for seed in cfg.seeds]
     unit_dir = out_dir / "models"
     unit_dir.mkdir(exist_ok=True)
-    for variant, stage_dir, seed in runtime.my_items(units):  # a model per rank at a time
+    for variant, stage_dir, seed in runtime.my_items(units, rt):  # a model per rank at a time
         path = unit_dir / f"{variant}-seed{seed}.json"
         if path.exists():
             continue  # evaluated before an interruption
-        embed = embedder(load_fr(fr_run_dir(stage_dir, variant, seed), cfg.device), cfg)
+        embed = embedder(load_fr(fr_run_dir(stage_dir, variant, seed), rt.device), cfg, rt.device)
         rows = [
             {"model": variant, "seed": seed, "benchmark": b["name"], "metric": m, "value": v}
             for b in benches
             for m, v in evaluate_model(embed, b, cfg).items()
         ]
         write_json(path, rows)
-    runtime.barrier("evaluate: every rank's models scored")
-    if not runtime.current().is_main:
+    runtime.barrier("evaluate: every rank's models scored", rt)
+    if not rt.is_main:
         return
     rows = [r for v, _, seed in units for r in read_json(unit_dir / f"{v}-seed{seed}.json")]
     write_csv(out_dir / "metrics.csv", rows)

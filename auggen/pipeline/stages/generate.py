@@ -74,10 +74,9 @@ def condition_embeddings(net) -> torch.Tensor:
     return layer.inference_weight(torch.float32).detach().reshape(layer.out_channels, -1).T.cpu()
 
 
-def class_vectors(cfg, in_dirs, real, net) -> dict[str, torch.Tensor]:
+def class_vectors(cfg, real, net, embed) -> dict[str, torch.Tensor]:
     """Unit class vectors: M_orig's centroids of its flip-fused unit embeddings of D_orig
     (``embed``) and G's label embeddings (``cond``); every rank takes part in the former."""
-    embed = embedder(m_orig(cfg, in_dirs), cfg)
     feats = embed_source(embed, real, cfg.embed.batch_size, split=True)
     return {
         "embed": class_centroids(feats, real.labels, real.num_classes),
@@ -97,15 +96,16 @@ def image_names(manifest: list[dict], num_classes: int) -> list[str]:
     return out
 
 
-def run(cfg, in_dirs, out_dir) -> None:
+def run(cfg, in_dirs, out_dir, rt: runtime.Runtime) -> None:
     g = cfg.generate
     real = open_data(in_dirs)
     n_orig = real.num_classes
     total = n_orig + g.new_identities
     alpha, beta, origin = mixing_weights(cfg, in_dirs)
-    net = load_gen(in_dirs, cfg.device)
-    sample_fn = sampler(net, cfg, sources=g.sources if g.mix == "score" else 1)
-    vectors = class_vectors(cfg, in_dirs, real, net)
+    net = load_gen(in_dirs, rt.device)
+    sample_fn = sampler(net, cfg, rt, sources=g.sources if g.mix == "score" else 1)
+    embed = embedder(m_orig(cfg, in_dirs, rt.device), cfg, rt.device)  # M_orig on this rank
+    vectors = class_vectors(cfg, real, net, embed)
     feats = vectors["cond" if g.pairs.startswith("cond-") else "embed"]
     sources, weights = identity_sources(g, n_orig, alpha, beta, feats)
     dist = {n: group_distance(v, sources) for n, v in vectors.items()}
@@ -114,7 +114,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     shard_dir.mkdir(exist_ok=True)
     n_shards = -(-g.new_identities // per)
     prefixes = [shard_dir / f"shard{s:05d}" for s in range(n_shards)]
-    todo = [s for s in runtime.my_items(range(n_shards)) if not shard_done(prefixes[s])]
+    todo = [s for s in runtime.my_items(range(n_shards), rt) if not shard_done(prefixes[s])]
     for s in tqdm(todo, desc="generate (shards)", disable=not cfg.progress):
         ids = torch.arange(s * per, min((s + 1) * per, g.new_identities))
         rows = ids.repeat_interleave(k)
@@ -154,14 +154,15 @@ def run(cfg, in_dirs, out_dir) -> None:
             prefixes[s], images, n_orig + rows, total, {"manifest": manifest, "sample_s": sample_s}
         )
         fault_point("generate", s)
-    runtime.barrier("generate: every rank's shards written")
-    if runtime.current().is_main:  # the rest reads all shards once: rank 0 alone
-        mix = {"weights": weights, "dist": dist, "vectors": vectors}
+    runtime.barrier("generate: every rank's shards written", rt)
+    if rt.is_main:  # the rest reads all shards once: rank 0 alone
+        mix = {"weights": weights, "dist": dist, "vectors": vectors, "embed": embed}
         _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin, mix)
 
 
 def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin, mix) -> None:
-    """The view over the shards, the manifest, exports and the leakage audit."""
+    """The view over the shards, the manifest, exports and the leakage audit (with M_orig's
+    ``mix["embed"]``)."""
     g, k = cfg.generate, cfg.generate.images_per_identity
     real = open_data(in_dirs)
     aug, sidecars = index_shards(prefixes, total, cfg.gen.resolution, out_dir / "aug.index.json")
@@ -198,7 +199,7 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin,
         },
     )
     _export(prefixes, out_dir, g)
-    embed = embedder(m_orig(cfg, in_dirs), cfg)
+    embed = mix["embed"]
     heldout_path = in_dirs["data"] / "heldout.index.json"
     heldout = open_data(in_dirs, "heldout") if heldout_path.exists() else None
     leakage_audit(  # streamed: real embeddings are held, never the real images

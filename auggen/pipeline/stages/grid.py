@@ -40,17 +40,17 @@ def inputs(cfg):
     return {"grid": "skipped: generate.mix=score"} if grid_skipped(cfg) else None
 
 
-def run(cfg, in_dirs, out_dir) -> None:
+def run(cfg, in_dirs, out_dir, rt: runtime.Runtime) -> None:
     if grid_skipped(cfg):
-        if runtime.current().is_main:
+        if rt.is_main:
             why = "generate.mix=score mixes denoiser outputs with convex weights: no search"
             write_json(out_dir / SKIPPED, {"skipped": True, "why": why})
         return
     real = open_data(in_dirs)
-    embed = embedder(m_orig(cfg, in_dirs), cfg)
-    net = load_gen(in_dirs, cfg.device)
+    embed = embedder(m_orig(cfg, in_dirs, rt.device), cfg, rt.device)
+    net = load_gen(in_dirs, rt.device)
     real_feats = embed_source(embed, real, cfg.embed.batch_size, split=True)
-    sample_fn, timed = sampler(net, cfg), {"s": 0.0, "images": 0}
+    sample_fn, timed = sampler(net, cfg, rt), {"s": 0.0, "images": 0}
 
     def timed_sample(cond, seeds):
         t = time.perf_counter()
@@ -72,7 +72,7 @@ def run(cfg, in_dirs, out_dir) -> None:
         after_row=lambda a: fault_point("grid", a),
     )
     wall = time.perf_counter() - t0
-    if not runtime.current().is_main:
+    if not rt.is_main:
         return  # rank 0 writes the outputs
     write_grid_csv(out_dir / "grid.csv", res.rows)
     write_best(out_dir / "best.json", res.rows, res.pairs)

@@ -16,7 +16,7 @@ from auggen.data.index import open_index
 from auggen.data.source import resized
 from auggen.eval.paired import paired_difference
 from auggen.infra.files import atomic_write_json
-from auggen.ops._backend import backend_line
+from auggen.ops import backend_line
 from auggen.pipeline.stages.common import embedder, fr_run_dir, m_orig, open_data
 from auggen.pipeline.stages.evaluate import MODEL_LABELS
 from auggen.pipeline.stages.mix_report import grid_lines, method_lines, mix_label
@@ -312,7 +312,7 @@ def _set_sources(cfg, in_dirs) -> dict:
     return sources
 
 
-def run(cfg, in_dirs, out_dir) -> None:
+def run(cfg, in_dirs, out_dir, rt) -> None:
     root = Path(in_dirs["data"]).parent  # the run folder (out_dir may be .pending/report)
     split = _read(root / "data" / "split.json")
     summary = _read(root / "evaluate" / "summary.json")
@@ -323,7 +323,7 @@ def run(cfg, in_dirs, out_dir) -> None:
     mixing = _read(root / "generate" / "mixing.json")
     leak = _read(root / "generate" / "leakage.json")
     _figures(cfg, root, out_dir)
-    embed = embedder(m_orig(cfg, in_dirs), cfg)
+    embed = embedder(m_orig(cfg, in_dirs, rt.device), cfg, rt.device)
     feats = fdkd.set_features(embed, _set_sources(cfg, in_dirs), cfg.embed.batch_size)
     dist = fdkd.distances(feats)
     atomic_write_json(out_dir / "feature_distances.json", dist)

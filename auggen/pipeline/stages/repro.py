@@ -20,15 +20,15 @@ from auggen.pipeline.stages.common import load_gen, open_data, sampler
 from auggen.pipeline.stages.shards import index_shards, shard_done, write_shard
 
 
-def run(cfg, in_dirs, out_dir) -> None:
+def run(cfg, in_dirs, out_dir, rt: runtime.Runtime) -> None:
     n = open_data(in_dirs).num_classes
-    net = load_gen(in_dirs, cfg.device)
-    sample_fn = sampler(net, cfg)
+    net = load_gen(in_dirs, rt.device)
+    sample_fn = sampler(net, cfg, rt)
     k, per = cfg.repro.images_per_identity, cfg.repro.shard_identities
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(exist_ok=True)
     prefixes = [parts_dir / f"part{p:05d}" for p in range(-(-n // per))]
-    todo = [p for p in runtime.my_items(range(len(prefixes))) if not shard_done(prefixes[p])]
+    todo = [p for p in runtime.my_items(range(len(prefixes)), rt) if not shard_done(prefixes[p])]
     for p in tqdm(todo, desc="repro (parts)", disable=not cfg.progress):
         prefix = prefixes[p]
         classes = torch.arange(p * per, min((p + 1) * per, n)).repeat_interleave(k)
@@ -36,6 +36,6 @@ def run(cfg, in_dirs, out_dir) -> None:
         images = sample_fn(one_hot(classes, net.label_dim), seeds)
         write_shard(prefix, images, classes, n, {"seeds": seeds.tolist()})
         fault_point("repro", p)
-    runtime.barrier("repro: every rank's parts written")
-    if runtime.current().is_main:
+    runtime.barrier("repro: every rank's parts written", rt)
+    if rt.is_main:
         index_shards(prefixes, n, cfg.gen.resolution, out_dir / "repro.index.json")

@@ -16,13 +16,13 @@ from auggen.pipeline.pretrained import pretrained_generator
 from auggen.pipeline.stages.common import open_data, with_data_workers
 
 
-def run(cfg, in_dirs, out_dir: Path) -> None:
+def run(cfg, in_dirs, out_dir: Path, rt: runtime.Runtime) -> None:
     init = None
     if cfg.pretrained.gen:  # a generator brought from elsewhere (pipeline.pretrained)
         classes = cfg.gen.label_dim or open_data(in_dirs).num_classes
         net = pretrained_generator(cfg, classes)
         if cfg.pretrained.gen_mode == "use":
-            if runtime.current().is_main:
+            if rt.is_main:
                 save_generator_safetensors(net, out_dir / "model")
             return
         init = net.state_dict()
@@ -32,7 +32,7 @@ def run(cfg, in_dirs, out_dir: Path) -> None:
         with_data_workers(cfg.gen, cfg),
         data,
         out_dir / "model",
-        device=cfg.device,
+        device=rt,
         progress=cfg.progress,
         init=init,
     )

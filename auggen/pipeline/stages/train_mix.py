@@ -24,6 +24,6 @@ def mixed_data(cfg, in_dirs, variant: str):
     return in_memory_if_small(both)  # a small set (the demo) is decoded once and held
 
 
-def run(cfg, in_dirs, out_dir) -> None:
+def run(cfg, in_dirs, out_dir, rt) -> None:
     for variant in cfg.train_mix.variants:
-        train_runs(cfg, mixed_data(cfg, in_dirs, variant), out_dir, variant, "train_mix")
+        train_runs(cfg, mixed_data(cfg, in_dirs, variant), out_dir, variant, "train_mix", rt)
