@@ -440,22 +440,32 @@ def test_every_triton_launch_sits_in_a_device_guard(family):
                                                      if id(n) not in guarded]  # fmt: skip
 
 
+def _fake_gpu(monkeypatch, available, op: str, why: str) -> set:
+    """Backends ``available`` on a made-up GPU (order cuda, triton) whose self-test fails, with
+    ``op``: ``why``, for the backends in the returned set (empty: add to it to break one)."""
+    monkeypatch.setattr(_backend, "AVAILABLE", available)
+    monkeypatch.setattr(_backend, "GPU_ORDER", ("cuda", "triton"))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    broken = set()
+
+    def fake_selftest(backend, device, dtype, fail):
+        if backend in broken:
+            raise _selftest.SelfTestError(op, why)
+        return 6
+
+    monkeypatch.setattr(_selftest, "run_selftest", fake_selftest)
+    return broken
+
+
 def test_gpu_order_falls_through_dropped_backends(fresh_verdicts, monkeypatch):
     """The CUDA-tensor order (cuda, then triton, then reference) with made-up verdicts: what
     resolve() only reads of a tensor is its device and dtype."""
     import types
 
-    monkeypatch.setattr(_backend, "AVAILABLE", ("reference", "cpu", "triton", "cuda"))
-    monkeypatch.setattr(_backend, "GPU_ORDER", ("cuda", "triton"))
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    broken = {"cuda"}
-
-    def fake_selftest(backend, device, dtype, fail):
-        if backend in broken:
-            raise _selftest.SelfTestError("mp_silu", "CUDA driver version is insufficient (35)")
-        return 6
-
-    monkeypatch.setattr(_selftest, "run_selftest", fake_selftest)
+    available = ("reference", "cpu", "triton", "cuda")
+    why = "CUDA driver version is insufficient (35)"
+    broken = _fake_gpu(monkeypatch, available, "mp_silu", why)
+    broken.add("cuda")
     x = types.SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.bfloat16)
     with pytest.warns(RuntimeWarning, match="'cuda' dropped on cuda:0.*now use triton then ref"):
         assert _backend.resolve(None, x) == "triton"
@@ -479,17 +489,7 @@ def test_attention_uses_the_one_resolver(fresh_verdicts, monkeypatch):
 
     from auggen.ops.attention import KERNELS, resolve_backend
 
-    monkeypatch.setattr(_backend, "AVAILABLE", ("reference", "cpu", "triton"))
-    monkeypatch.setattr(_backend, "GPU_ORDER", ("cuda", "triton"))
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    broken = set()
-
-    def fake_selftest(backend, device, dtype, fail):
-        if backend in broken:
-            raise _selftest.SelfTestError("mp_attention", "wrong numbers")
-        return 7
-
-    monkeypatch.setattr(_selftest, "run_selftest", fake_selftest)
+    broken = _fake_gpu(monkeypatch, ("reference", "cpu", "triton"), "mp_attention", "wrong numbers")
     cuda0 = types.SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.bfloat16)
     assert resolve_backend(None, cuda0) == "triton"
     assert resolve_backend("cuda", cuda0) == "triton"  # no _C_cuda needed: no CUDA kernel
