@@ -74,9 +74,11 @@ def condition_embeddings(net) -> torch.Tensor:
     return layer.inference_weight(torch.float32).detach().reshape(layer.out_channels, -1).T.cpu()
 
 
-def class_vectors(cfg, real, net, embed) -> dict[str, torch.Tensor]:
+def class_vectors(cfg, in_dirs, real, net, device) -> dict[str, torch.Tensor]:
     """Unit class vectors: M_orig's centroids of its flip-fused unit embeddings of D_orig
-    (``embed``) and G's label embeddings (``cond``); every rank takes part in the former."""
+    (``embed``) and G's label embeddings (``cond``); every rank takes part in the former.
+    M_orig is loaded on ``device`` for this alone: it is freed before sampling."""
+    embed = embedder(m_orig(cfg, in_dirs, device), cfg, device)
     feats = embed_source(embed, real, cfg.embed.batch_size, split=True)
     return {
         "embed": class_centroids(feats, real.labels, real.num_classes),
@@ -104,8 +106,7 @@ def run(cfg, in_dirs, out_dir, rt: runtime.Runtime) -> None:
     alpha, beta, origin = mixing_weights(cfg, in_dirs)
     net = load_gen(in_dirs, rt.device)
     sample_fn = sampler(net, cfg, rt, sources=g.sources if g.mix == "score" else 1)
-    embed = embedder(m_orig(cfg, in_dirs, rt.device), cfg, rt.device)  # M_orig on this rank
-    vectors = class_vectors(cfg, real, net, embed)
+    vectors = class_vectors(cfg, in_dirs, real, net, rt.device)
     feats = vectors["cond" if g.pairs.startswith("cond-") else "embed"]
     sources, weights = identity_sources(g, n_orig, alpha, beta, feats)
     dist = {n: group_distance(v, sources) for n, v in vectors.items()}
@@ -156,13 +157,14 @@ def run(cfg, in_dirs, out_dir, rt: runtime.Runtime) -> None:
         fault_point("generate", s)
     runtime.barrier("generate: every rank's shards written", rt)
     if rt.is_main:  # the rest reads all shards once: rank 0 alone
-        mix = {"weights": weights, "dist": dist, "vectors": vectors, "embed": embed}
-        _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin, mix)
+        mix = {"weights": weights, "dist": dist, "vectors": vectors}
+        _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, (alpha, beta, origin), mix, rt)
 
 
-def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin, mix) -> None:
-    """The view over the shards, the manifest, exports and the leakage audit (with M_orig's
-    ``mix["embed"]``)."""
+def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, chosen, mix, rt) -> None:
+    """The view over the shards, the manifest, exports and the leakage audit (M_orig on
+    ``rt.device``); ``chosen``: (alpha, beta, where they came from)."""
+    alpha, beta, origin = chosen
     g, k = cfg.generate, cfg.generate.images_per_identity
     real = open_data(in_dirs)
     aug, sidecars = index_shards(prefixes, total, cfg.gen.resolution, out_dir / "aug.index.json")
@@ -199,7 +201,7 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, alpha, beta, origin,
         },
     )
     _export(prefixes, out_dir, g)
-    embed = mix["embed"]
+    embed = embedder(m_orig(cfg, in_dirs, rt.device), cfg, rt.device)
     heldout_path = in_dirs["data"] / "heldout.index.json"
     heldout = open_data(in_dirs, "heldout") if heldout_path.exists() else None
     leakage_audit(  # streamed: real embeddings are held, never the real images
