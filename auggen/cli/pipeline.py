@@ -240,6 +240,7 @@ def main(argv=None) -> int:
     force = [s.strip() for f in args.force for s in f.split(",") if s.strip()]
     # A polite kill (SIGTERM) unwinds like Ctrl-C, so the stage records it was interrupted
     # (torchrun sends it to the other ranks when one fails).
+    _SIGNALLED.clear()  # this run's signals only (main may run again in one process)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     rank, world, _ = launch_env()
     who = f"[rank {rank}/{world}] " if world > 1 else ""

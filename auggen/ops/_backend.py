@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -102,6 +102,11 @@ class Kernels:
     compiled: tuple[str, ...] = ("cpu", "triton", "cuda")
     stand_in: tuple[tuple[str, str], ...] = ()
     fallback: str = "reference"
+    # ``stand_in`` as a dict, made once here: ``resolve`` runs on every op call
+    by_name: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "by_name", dict(self.stand_in))
 
 
 FUSED = Kernels()  # the elementwise and normalisation ops: a kernel on every backend
@@ -113,7 +118,7 @@ def resolve(backend: str | None, x: torch.Tensor, kernels: Kernels = FUSED) -> s
     device."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
-    stand_in = dict(kernels.stand_in)
+    stand_in = kernels.by_name
     if backend is None:
         if x.dtype != torch.float64:  # the compiled kernels are fp32/bf16/fp16 only
             for b in GPU_ORDER if x.device.type == "cuda" else ("cpu",):
