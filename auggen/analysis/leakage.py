@@ -87,6 +87,15 @@ def _sources(row: dict) -> set[int]:
     return {int(row["source_i"]), int(row["source_j"])}
 
 
+def _real_feats(embed, real_src, batch_size: int, num_workers: int, given) -> np.ndarray:
+    if given is None:
+        return embed_source(embed, real_src, batch_size, workers=num_workers).numpy()
+    given = np.asarray(torch.as_tensor(given, dtype=torch.float32))
+    if given.shape[0] != len(real_src):
+        raise ValueError(f"real_feats has {given.shape[0]} rows for {len(real_src)} real images")
+    return given
+
+
 def leakage_audit(
     embed,
     aug,
@@ -101,11 +110,13 @@ def leakage_audit(
     exact_limit: float | None = None,
     recall_sample: int = RECALL_SAMPLE,
     seed: int = 0,
+    real_feats=None,
 ) -> dict:
     """Writes leakage.csv / .json / .png into ``out_dir``; returns the json summary.
 
     ``aug``/``real``/``heldout``: LabeledImages or ImageSources (``heldout`` may also be bare
-    uint8 images); ``embed``: uint8 (B, 3, S, S) -> L2-normalised (B, D).
+    uint8 images); ``embed``: uint8 (B, 3, S, S) -> L2-normalised (B, D). ``real_feats``:
+    ``real``'s (N, D) embeddings by this ``embed`` when the caller has them (else embedded here).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -117,7 +128,7 @@ def leakage_audit(
     )
     index = NearestIndex(
         # The index keeps the only reference to the real embeddings.
-        embed_source(embed, real_src, batch_size, workers=num_workers).numpy(),
+        _real_feats(embed, real_src, batch_size, num_workers, real_feats),
         n_queries,
         exact_limit=exact_limit,
         # Only embedded when an IVF is built: re-reading a sample beats holding every query.

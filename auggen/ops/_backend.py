@@ -425,18 +425,19 @@ def cuda_stream(x: torch.Tensor) -> int:
     return torch.cuda.current_stream(x.device).cuda_stream
 
 
+_TRITON_FAMILIES: dict = {}  # family -> kernels/triton/<family>.py, filled on first use
+
+
 def triton_module(family: str):
     """The Triton launchers of one op family: ``kernels/triton/<family>.py``."""
-    # Imported on first use: a kernel module imports triton (optional, and slow to import).
-    from auggen.kernels.triton import attention, elementwise, modulate, pixel_norm
+    if not _TRITON_FAMILIES:
+        # Imported on first use: a kernel module imports triton (optional, slow to import).
+        from auggen.kernels.triton import attention, elementwise, modulate, pixel_norm
 
-    families = {
-        "attention": attention,
-        "elementwise": elementwise,
-        "modulate": modulate,
-        "pixel_norm": pixel_norm,
-    }
-    return families[family]
+        _TRITON_FAMILIES.update(
+            attention=attention, elementwise=elementwise, modulate=modulate, pixel_norm=pixel_norm
+        )
+    return _TRITON_FAMILIES[family]
 
 
 def launch(backend: str, family: str, name: str, tensors, scalars=(), numel=False, **kw):

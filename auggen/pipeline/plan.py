@@ -15,6 +15,7 @@ from pathlib import Path
 
 from auggen.data.dataset import dataset_size
 from auggen.data.index import open_index
+from auggen.data.split import choose_unseen
 from auggen.mixing.choice import grid_skipped
 from auggen.pipeline.calibrate import stage_minutes
 from auggen.pipeline.cost import denoiser_evals, generator_cost, human, recogniser_cost
@@ -44,7 +45,7 @@ def data_size(cfg, out_root: Path | None = None) -> DataSize:
     if d.source == "orl":  # the data stage's split, on the counted faces (all alike)
         per_all = n // max(classes, 1)
         ids = min(classes, d.max_identities) if d.max_identities else classes
-        train_ids = ids - d.unseen_identities
+        train_ids = ids - choose_unseen(ids, d)[0]  # the data stage's own rule
         per = per_all - d.heldout_per_identity
         return DataSize(train_ids * per, train_ids, f"ORL ({classes} x {per_all})")
     return DataSize(n, classes, how)
@@ -110,8 +111,8 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
         fr_training("train_fr", n, fr_ck),
         sampling("repro", repro_n, 0, repro_n * px * PNG_RATIO, g_params * 4),
         sampling("grid", grid_n, grid_n + n, len(gr.alphas) * len(gr.betas) * px, feats),
-        # D_orig embedded twice: class centroids (pairs, distances) and the leakage audit
-        sampling("generate", gen_n, gen_n + 2 * n, gen_bytes, feats, ev * mix_k),
+        # D_orig embedded once: for the class centroids, then reused by the leakage audit
+        sampling("generate", gen_n, gen_n + n, gen_bytes, feats, ev * mix_k),
         fr_training("train_mix", mix_n, fr_ck * len(variants)),
         row(
             "evaluate",

@@ -184,6 +184,27 @@ def test_audit_on_sources_equals_in_memory(tmp_path):
     assert js["real_heldout_reference"]["count"] == N_HELD
 
 
+def test_audit_reuses_the_real_embeddings_it_is_given(tmp_path):
+    """``real_feats`` (what generate's class vectors already computed) gives the same files
+    as embedding ``real`` again; a table of the wrong length is refused."""
+    manifest, (aug, real, held), _ = _data()
+    a, b = tmp_path / "embedded", tmp_path / "given"
+    a.mkdir(), b.mkdir()
+    leakage_audit(_embed, aug, manifest, real, a, 0.9, held)
+    calls = []
+
+    def counting(images):
+        calls.append(len(images))
+        return _embed(images)
+
+    given = torch.as_tensor(_embed(real.images))
+    leakage_audit(counting, aug, manifest, real, b, 0.9, held, real_feats=given)
+    assert _outputs(a) == _outputs(b)
+    assert sum(calls) == len(aug) + len(held)  # the real images were not embedded again
+    with pytest.raises(ValueError, match=f"real_feats has {len(given) - 1} rows"):
+        leakage_audit(_embed, aug, manifest, real, b, 0.9, held, real_feats=given[1:])
+
+
 def test_audit_switches_to_ivf_and_records_recall(tmp_path):
     manifest, (aug, real, held), _ = _data()
     js = leakage_audit(

@@ -74,16 +74,18 @@ def condition_embeddings(net) -> torch.Tensor:
     return layer.inference_weight(torch.float32).detach().reshape(layer.out_channels, -1).T.cpu()
 
 
-def class_vectors(cfg, in_dirs, real, net, device) -> dict[str, torch.Tensor]:
-    """Unit class vectors: M_orig's centroids of its flip-fused unit embeddings of D_orig
-    (``embed``) and G's label embeddings (``cond``); every rank takes part in the former.
-    M_orig is loaded on ``device`` for this alone: it is freed before sampling."""
+def class_vectors(cfg, in_dirs, real, net, device):
+    """(unit class vectors, D_orig's embeddings): M_orig's centroids of its flip-fused unit
+    embeddings of D_orig (``embed``) and G's label embeddings (``cond``), and those (N, D)
+    embeddings themselves, which the leakage audit reuses. Every rank takes part in the
+    embedding; M_orig is loaded on ``device`` for this alone and freed before sampling."""
     embed = embedder(m_orig(cfg, in_dirs, device), cfg, device)
     feats = embed_source(embed, real, cfg.embed.batch_size, split=True)
-    return {
+    vectors = {
         "embed": class_centroids(feats, real.labels, real.num_classes),
         "cond": l2_normalize(condition_embeddings(net)[: real.num_classes]),
     }
+    return vectors, feats
 
 
 def image_names(manifest: list[dict], num_classes: int) -> list[str]:
@@ -106,7 +108,8 @@ def run(cfg, in_dirs, out_dir, rt: runtime.Runtime) -> None:
     alpha, beta, origin = mixing_weights(cfg, in_dirs)
     net = load_gen(in_dirs, rt.device)
     sample_fn = sampler(net, cfg, rt, sources=g.sources if g.mix == "score" else 1)
-    vectors = class_vectors(cfg, in_dirs, real, net, rt.device)
+    vectors, real_feats = class_vectors(cfg, in_dirs, real, net, rt.device)
+    real_feats = real_feats if rt.is_main else None  # rank 0 alone runs the audit
     feats = vectors["cond" if g.pairs.startswith("cond-") else "embed"]
     sources, weights = identity_sources(g, n_orig, alpha, beta, feats)
     dist = {n: group_distance(v, sources) for n, v in vectors.items()}
@@ -157,13 +160,14 @@ def run(cfg, in_dirs, out_dir, rt: runtime.Runtime) -> None:
         fault_point("generate", s)
     runtime.barrier("generate: every rank's shards written", rt)
     if rt.is_main:  # the rest reads all shards once: rank 0 alone
-        mix = {"weights": weights, "dist": dist, "vectors": vectors}
+        mix = {"weights": weights, "dist": dist, "vectors": vectors, "real_feats": real_feats}
         _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, (alpha, beta, origin), mix, rt)
 
 
 def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, chosen, mix, rt) -> None:
     """The view over the shards, the manifest, exports and the leakage audit (M_orig on
-    ``rt.device``); ``chosen``: (alpha, beta, where they came from)."""
+    ``rt.device``, D_orig's embeddings ``mix["real_feats"]`` from the class vectors);
+    ``chosen``: (alpha, beta, where they came from)."""
     alpha, beta, origin = chosen
     g, k = cfg.generate, cfg.generate.images_per_identity
     real = open_data(in_dirs)
@@ -214,6 +218,7 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, chosen, mix, rt) -> 
         heldout,
         batch_size=cfg.embed.batch_size,
         num_workers=cfg.data.workers,
+        real_feats=mix["real_feats"],
     )
 
 
