@@ -48,6 +48,13 @@ def denoiser_evals(cfg) -> int:
     return n * (2 if s.guidance != 1.0 else 1)  # guidance runs a second network
 
 
+def rows_per_image(cfg) -> int:
+    """Network rows one D_aug image costs: ``denoiser_evals``, x k sources with score mixing
+    (one call on k conditions per image)."""
+    g = cfg.generate
+    return denoiser_evals(cfg) * (g.sources if g.mix == "score" else 1)
+
+
 def human(x: float, unit: str = "") -> str:
     """``x`` with an SI prefix and 3 significant digits (1.23e9 -> '1.23 G')."""
     for div, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):

@@ -18,7 +18,13 @@ from auggen.data.index import open_index
 from auggen.data.split import choose_unseen
 from auggen.mixing.choice import grid_skipped
 from auggen.pipeline.calibrate import stage_minutes
-from auggen.pipeline.cost import denoiser_evals, generator_cost, human, recogniser_cost
+from auggen.pipeline.cost import (
+    denoiser_evals,
+    generator_cost,
+    human,
+    recogniser_cost,
+    rows_per_image,
+)
 from auggen.pipeline.plan_mixing import mode_lines
 
 # Dense bf16 tensor-core peak per GPU, FLOP/s (vendor datasheets, SXM parts, no sparsity).
@@ -71,7 +77,6 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
     gr = cfg.grid
     grid_n = len(gr.alphas) * len(gr.betas) * gr.pairs * gr.samples_per_cell
     grid_n *= not grid_skipped(cfg)  # generate.mix=score needs no grid
-    mix_k = cfg.generate.sources if cfg.generate.mix == "score" else 1  # rows per image
     gen_n = cfg.generate.new_identities * cfg.generate.images_per_identity
     variants = cfg.train_mix.variants
     mix_n = sum(n + (repro_n if v == "repro" else gen_n) for v in variants)
@@ -112,7 +117,7 @@ def stage_work(cfg, size: DataSize) -> list[dict]:
         sampling("repro", repro_n, 0, repro_n * px * PNG_RATIO, g_params * 4),
         sampling("grid", grid_n, grid_n + n, len(gr.alphas) * len(gr.betas) * px, feats),
         # D_orig embedded once: for the class centroids, then reused by the leakage audit
-        sampling("generate", gen_n, gen_n + n, gen_bytes, feats, ev * mix_k),
+        sampling("generate", gen_n, gen_n + n, gen_bytes, feats, rows_per_image(cfg)),
         fr_training("train_mix", mix_n, fr_ck * len(variants)),
         row(
             "evaluate",

@@ -43,6 +43,7 @@ from auggen.mixing.pairs import (
     pair_distances,
 )
 from auggen.mixing.search import class_centroids, l2_normalize
+from auggen.pipeline.cost import rows_per_image
 from auggen.pipeline.stage import write_json
 from auggen.pipeline.stages.common import (
     embedder,
@@ -201,7 +202,7 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, chosen, mix, rt) -> 
             "images_per_s": len(aug) / sample_s if sample_s > 0 else None,
             "sampler_steps": cfg.sample.num_steps,
             "solver": cfg.sample.solver,
-            "denoiser_evaluations": len(aug) * denoiser_rows_per_image(cfg),
+            "denoiser_evaluations": len(aug) * rows_per_image(cfg),
         },
     )
     _export(prefixes, out_dir, g)
@@ -220,14 +221,6 @@ def _finish(cfg, in_dirs, out_dir, prefixes, total, n_orig, chosen, mix, rt) -> 
         num_workers=cfg.data.workers,
         real_feats=mix["real_feats"],
     )
-
-
-def denoiser_rows_per_image(cfg) -> int:
-    """Network rows one D_aug image costs: 2N - 1 Heun (N Euler) evaluations, x k sources
-    with score mixing, x 2 with classifier-free guidance (one doubled batch)."""
-    s, g = cfg.sample, cfg.generate
-    evals = 2 * s.num_steps - 1 if s.solver == "heun" else s.num_steps
-    return evals * (g.sources if g.mix == "score" else 1) * (2 if s.guidance != 1.0 else 1)
 
 
 def _weights_summary(w: torch.Tensor) -> list:
