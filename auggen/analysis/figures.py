@@ -6,9 +6,9 @@ from __future__ import annotations
 from auggen.infra.files import atomic_path
 
 
-def save_figure(fig, path) -> None:
+def save_figure(fig, path, dpi: int = 110) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
 
 
 def pyplot():

@@ -24,6 +24,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from auggen.analysis.figures import pyplot, save_figure
 from auggen.analysis.leakage import leakage_audit
 from auggen.data.recordio import merge_recordio
 from auggen.eval.embeddings import embed_source
@@ -247,11 +248,7 @@ def _pair_outputs(out_dir, g, mix) -> None:
         "embed_vs_cond": corr,
     }
     write_json(out_dir / "pairs.json", summary)
-    import matplotlib  # optional heavy dependency: only figures need it
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, name, label in zip(
         axes, ("embed", "cond"), ("M_orig centroids", "G's class embeddings")
@@ -263,7 +260,7 @@ def _pair_outputs(out_dir, g, mix) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"Source distances of D_aug; Spearman rho = {corr['spearman_rho']:.2f}")
     fig.tight_layout()
-    fig.savefig(out_dir / "pair_distances.png", dpi=100)
+    save_figure(fig, out_dir / "pair_distances.png", dpi=100)
     plt.close(fig)
 
 
