@@ -243,7 +243,6 @@ class _GenTask:
         self.history: list[dict] = []
         self.steps_per_epoch = cfg.total_steps
         self.divergence_factor, self.tensorboard = cfg.divergence_factor, cfg.tensorboard
-        self.resumed_step = None
 
     # Resume.
     def resume(self, loop) -> training_loop.Resumed | None:
@@ -255,11 +254,9 @@ class _GenTask:
         self.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         self.ema.load_state_dict({k: v for k, v in tensors.items() if k.startswith("ema")})
         self.opt.load_state_dict(join_optimizer_state(tensors, state["optimizer"]))
-        self.resumed_step, self.history = int(state["step"]), list(state["history"])
+        step, self.history = int(state["step"]), list(state["history"])
         where = str(self.out_dir / STATE_JSON)
-        return training_loop.Resumed(
-            self.resumed_step, 0, self.resumed_step, state.get("loss_guard"), where
-        )
+        return training_loop.Resumed(step, 0, step, state.get("loss_guard"), where)
 
     def prepare(self, loop) -> list:
         # Precision: the same on every rank (or the run stops), said once, kept in checkpoints.
@@ -347,7 +344,8 @@ class _GenTask:
         return str(self.out_dir / STATE_JSON)
 
     def finish(self, loop) -> None:
-        if self.resumed_step == loop.step and self.rt.rank == 0:
+        resumed_finished = loop.resumed is not None and loop.resumed.step == loop.step
+        if resumed_finished and self.rt.rank == 0:
             _write_history(self.out_dir, self.history)  # a finished run, resumed
 
     # Callbacks (rank 0).
