@@ -163,8 +163,9 @@ def resolve_config(args, presets: dict, default_preset: str):
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise KeyError(f"unknown preset {name!r}{hint}; valid: {', '.join(presets)}")
     cfg = presets[name]
+    from_file = json.loads(Path(args.config).read_text()) if args.config else {}
     if args.config:
-        cfg = merge_dict(cfg, json.loads(Path(args.config).read_text()))
+        cfg = merge_dict(cfg, from_file)
     if args.data:
         cfg = _data_override(cfg, args.data)
     if args.seeds:
@@ -177,16 +178,15 @@ def resolve_config(args, presets: dict, default_preset: str):
         cfg = replace(cfg, progress=False)
     for assignment in args.set:
         cfg = apply_set(cfg, assignment)
-    return name, _strict_unseen(cfg, args)
+    return name, _strict_unseen(cfg, args, from_file)
 
 
-def _strict_unseen(cfg, args):
-    """An unseen_identities the user asked for is kept or refused, never replaced by the
-    small-data split (that serves the preset's value)."""
+def _strict_unseen(cfg, args, from_file: dict):
+    """An unseen_identities the user asked for (``--set`` or the ``--config`` file's
+    ``from_file``) is kept or refused, never replaced by the small-data split (that serves
+    the preset's value)."""
     keys = {a.split("=", 1)[0].strip() for a in args.set}
-    if args.config:
-        data = json.loads(Path(args.config).read_text()).get("data", {})
-        keys |= {f"data.{k}" for k in data}
+    keys |= {f"data.{k}" for k in from_file.get("data", {})}
     if "data.unseen_identities" not in keys or "data.unseen_auto" in keys:
         return cfg
     return replace(cfg, data=replace(cfg.data, unseen_auto=False))

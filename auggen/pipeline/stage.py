@@ -73,7 +73,8 @@ RUNTIME_KEYS = {
 
 
 # Settings added later, left out of fingerprints at these values so that older runs keep
-# theirs (data.unseen_auto only acts where its absence was an error).
+# theirs (data.unseen_auto only acts where its absence was an error). The values are what
+# runs did before each key existed, not today's defaults: they stay as they are.
 LATER_KEYS = {
     "data": {"unseen_auto": True},
     "generate": {  # ScoreMix and pair selection (stages/generate.py)
