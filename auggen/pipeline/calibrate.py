@@ -16,17 +16,15 @@ in the figure: another busy process makes the minutes longer, as it would make t
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from auggen.generator import build_unet, set_backend
 from auggen.generator.train import edm2_loss
 from auggen.infra.runtime import use_bf16
-from auggen.pipeline.cost import forward_flops
+from auggen.pipeline.cost import configured_unet, generator_cost, recogniser_cost
 from auggen.recognition import build_backbone
 from auggen.recognition.heads import build_head
 from auggen.recognition.iresnet import memory_format_for
@@ -97,11 +95,8 @@ def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) ->
     """gen_step (EDM2 loss, backward, Adam) and sample (one denoiser call, no grad)."""
 
     g = cfg.gen
-    kw = dict(g.overrides)
-    if g.dropout is not None:
-        kw["dropout"] = g.dropout
     torch.manual_seed(0)
-    net = build_unet(g.preset, g.resolution, classes, **kw).to(dev)
+    net = configured_unet(cfg, classes).to(dev)
     c, r = net.img_channels, g.resolution
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
 
@@ -118,10 +113,7 @@ def _generator_rates(cfg, classes: int, dev: torch.device, device: str, sync) ->
         return step
 
     rates = {}
-    g_flops = forward_flops(
-        _reference_copy(net), torch.zeros(1, c, r, r, device=dev), torch.ones(1, device=dev),
-        torch.zeros(1, classes, device=dev),
-    )  # fmt: skip
+    g_flops = generator_cost(cfg, classes)[0]
     rates["gen_step"] = _rate(gen_call, 3 * g_flops, g.batch_size, sync, start=1)
 
     net.eval()
@@ -145,13 +137,12 @@ def _fr_rates(cfg, classes: int, dev: torch.device, sync) -> dict:
 
     f = cfg.fr
     backbone = build_backbone(f.backbone, f.input_size, f.embedding_size, width=f.width)
-    f_flops = forward_flops(backbone.eval(), torch.zeros(1, 3, f.input_size, f.input_size))
+    f_flops, head_flops, _ = recogniser_cost(cfg, classes)
     head = build_head(f.head, f.embedding_size, classes, **f.head_kwargs)
     model = FRModel(backbone, head).to(dev).train()
     fmt, _ = memory_format_for(model, dev, f.channels_last)
     model = model.to(memory_format=fmt)
     fopt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    head_flops = 2.0 * f.embedding_size * classes * f.partial_fc_rate
 
     def fr_call(b: int):
         def step():
@@ -178,14 +169,6 @@ def _fr_rates(cfg, classes: int, dev: torch.device, sync) -> dict:
 
     rates["embed"] = _rate(embed_call, f_flops, cfg.embed.batch_size, sync)
     return rates
-
-
-def _reference_copy(net):
-    """A copy of ``net`` on the plain-torch ops, which the FLOP counter knows."""
-
-    ref = copy.deepcopy(net).eval()
-    set_backend(ref, "reference")
-    return ref
 
 
 # Which calibrated kind each stage's FLOPs are priced at: (kind, FLOP source) pairs.

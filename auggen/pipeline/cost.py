@@ -3,6 +3,9 @@ score-mixing rows): FLOPs of one forward, parameters, denoiser evaluations per i
 
 from __future__ import annotations
 
+import functools
+import json
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -17,15 +20,32 @@ def forward_flops(module: torch.nn.Module, *inputs) -> float:
     return float(counter.get_total_flops())
 
 
-def generator_cost(cfg, classes: int) -> tuple[float, int]:
-    """(FLOPs of one denoiser evaluation per image, parameters) of the configured G."""
+def configured_unet(cfg, classes: int):
+    """G as ``cfg.gen`` builds it (freshly initialised, default backend)."""
     g = cfg.gen
     kw = dict(g.overrides)
     if g.dropout is not None:
         kw["dropout"] = g.dropout
-    net = build_unet(g.preset, g.resolution, classes, **kw).eval()
+    return build_unet(g.preset, g.resolution, classes, **kw)
+
+
+def generator_cost(cfg, classes: int) -> tuple[float, int]:
+    """(FLOPs of one denoiser evaluation per image, parameters) of the configured G, counted
+    once per network (``--plan`` and its calibration ask several times)."""
+    g = cfg.gen
+    key = json.dumps([g.preset, g.resolution, classes, g.overrides, g.dropout], sort_keys=True)
+    if key not in _G_COSTS:
+        _G_COSTS[key] = _generator_cost(cfg, classes)
+    return _G_COSTS[key]
+
+
+_G_COSTS: dict[str, tuple[float, int]] = {}  # the network's description -> its cost
+
+
+def _generator_cost(cfg, classes: int) -> tuple[float, int]:
+    net = configured_unet(cfg, classes).eval()
     set_backend(net, "reference")  # plain torch ops, which the flop counter knows
-    r = g.resolution
+    r = cfg.gen.resolution
     x = torch.zeros(1, net.img_channels, r, r)
     labels = torch.zeros(1, classes) if classes else None
     flops = forward_flops(net, x, torch.ones(1), labels)
@@ -35,10 +55,16 @@ def generator_cost(cfg, classes: int) -> tuple[float, int]:
 def recogniser_cost(cfg, classes: int) -> tuple[float, float, int]:
     """(backbone FLOPs per image, head FLOPs per image, backbone parameters) of the FR net."""
     f = cfg.fr
-    net = build_backbone(f.backbone, f.input_size, f.embedding_size, width=f.width).eval()
-    flops = forward_flops(net, torch.zeros(1, 3, f.input_size, f.input_size))
+    flops, params = _backbone_cost(f.backbone, f.input_size, f.embedding_size, f.width)
     head = 2.0 * f.embedding_size * classes * f.partial_fc_rate  # cosine logits
-    return flops, head, sum(p.numel() for p in net.parameters())
+    return flops, head, params
+
+
+@functools.lru_cache(maxsize=16)
+def _backbone_cost(backbone: str, input_size: int, embedding_size: int, width) -> tuple:
+    net = build_backbone(backbone, input_size, embedding_size, width=width).eval()
+    flops = forward_flops(net, torch.zeros(1, 3, input_size, input_size))
+    return flops, sum(p.numel() for p in net.parameters())
 
 
 def denoiser_evals(cfg) -> int:
