@@ -68,7 +68,7 @@ def dataset_kind(path) -> str:
         return "verification_bin"
     if p.suffix in (".rec", ".idx") or Path(f"{p}.rec").exists():
         return "recordio"
-    if p.is_dir() and ((p / "train.rec").exists() or len(list(p.glob("*.rec"))) == 1):
+    if p.is_dir() and recordio_paths(p)[0].exists():  # train.rec, or a folder's one .rec
         return "recordio"
     return "folder"
 
